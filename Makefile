@@ -15,8 +15,10 @@ $(STAMP): setup.py settings.ini
 
 venv: $(STAMP)
 
+DEMO_CONFIG := lib_nb/assets/modadd_p113/lib_build.yaml
+
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/lib_demo
+	HF_HUB_OFFLINE=1 $(BIN)/lib_build $(DEMO_CONFIG) --out out/demo --force
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python tools/run_tests.py
