@@ -196,7 +196,7 @@ def test_no_machine_paths_tracebacks_or_outside_resources(site):
 
 @pytest.fixture(scope='module')
 def plotly_site(tmp_path_factory):
-    "A two-page site whose stage page has a plotly figure with 3 markers (and math, and a skipped slow cell)."
+    "A two-page site whose stage page has a plotly figure (3 markers), a FigureWidget (2), math, a slow cell."
     d = tmp_path_factory.mktemp('fixture_plotly')
     nbs = d / 'nbs'
     _write(nbs, 'index.ipynb', [('markdown', '# Fixture home\n\n> Home page of a fixture site'),
@@ -206,9 +206,11 @@ def plotly_site(tmp_path_factory):
         ('code', 'import plotly.graph_objects as go'),
         ('markdown', '## A figure'),
         ('code', "go.Figure(go.Scatter(x=[1, 2, 3], y=[3, 1, 2], mode='markers'))"),
+        ('markdown', '## A widget'),
+        ('code', "import ipywidgets as W\nW.VBox([W.HTML('a box'), go.FigureWidget(go.Scatter(x=[1, 2], y=[2, 1], mode='markers'))])"),
         ('code', '#| slow\nprint("slow cell")')])
     out = d / '_docs'
-    rc, log = _build(nbs, out)
+    rc, log = _build(nbs, out, '--no-cache')
     assert rc == 0, log
     return out, log
 
@@ -216,7 +218,8 @@ def plotly_site(tmp_path_factory):
 def test_plotly_page_is_self_contained(plotly_site):
     out, log = plotly_site
     soup = _html(out / 'fig.html')
-    assert len(soup.select('div.libnb-plotly')) == 1
+    assert len(soup.select('div.libnb-plotly')) == 2      # a figure, and a FigureWidget's snapshot from widget state
+    assert 'a box' in soup.select_one('.libnb-widget-box').get_text()
     assert soup.find('script', src='site_libs/plotly.min.js') and (out / 'site_libs/plotly.min.js').stat().st_size > 1e6
     assert soup.find('math') is None and _html(out / 'index.html').find('math') is not None   # MathML, no MathJax
     assert 'slow cell' not in ' '.join(o.get_text() for o in soup.select('.output_area')) and 'flagged' in soup.select_one('.libnb-skipped').get_text()
@@ -230,7 +233,7 @@ def test_broken_builds_fail(tmp_path):
     _write(nbs, '01_fails.ipynb', [('markdown', '# Fails'), ('code', "raise ValueError('boom')")])
     _write(nbs, '02_path.ipynb', [('markdown', '# Path'), ('code', 'import os; print(os.getcwd())')])
     _write(nbs, '03_warns.ipynb', [('markdown', '# Warns'), ('code', "import warnings; warnings.warn('careful')")])
-    rc, log = _build(nbs, tmp_path / '_docs')
+    rc, log = _build(nbs, tmp_path / '_docs', '--no-cache')
     assert rc == 1
     assert "01_fails.ipynb: failed cell" in log and 'ValueError' in log
     assert '02_path.ipynb cell' in log and 'machine path' in log
@@ -320,13 +323,13 @@ def _browse(url: str, shots: Path, name: str):
 
 @pytest.mark.browser
 def test_browser_fixture_plotly(plotly_site):
-    "Chromium draws the fixture's figure: its SVG holds the 3 markers the notebook plotted."
+    "Chromium draws the fixture's figures: their SVGs hold the 3 and 2 markers the notebook plotted."
     _need_browser()
     out, _ = plotly_site
     with _Server(out) as url: seen = _browse(url, SHOTS, 'fixture')
     print(f'screenshots: {SHOTS}')
     assert seen['fig.html']['title'] == 'Fixture figure'
-    assert seen['fig.html']['figures'] == [3]
+    assert seen['fig.html']['figures'] == [3, 2]
 
 
 @pytest.mark.browser

@@ -163,7 +163,34 @@ def _execute(nb, src: Path, flags: set[str], timeout: int):
             c.execution_count = ec.get('execution_count')
     if any(o.get('output_type') == 'error' for o in setup_out):
         raise RuntimeError('docs kernel setup failed: ' + json.dumps(setup_out)[:2000])
-    return err
+    state = (enb.metadata.get('widgets', {}).get('application/vnd.jupyter.widget-state+json', {}) or {}).get('state', {})
+    return err, json.loads(json.dumps(state))
+
+
+class _WidgetSnapshot:
+    "Static HTML for an ipywidgets view from the saved widget state: plotly figures drawn, boxes laid out."
+    def __init__(self, state: dict): self.state, self.figs = state, []
+
+    def html(self, model_id: str, depth: int = 0) -> str:
+        m = self.state.get(model_id)
+        if m is None or depth > 20: return ''
+        st, name = m.get('state', {}), m.get('model_name', '')
+        if '_widget_data' in st:      # plotly FigureWidget (anywidget)
+            self.figs.append({'data': st.get('_widget_data', []), 'layout': st.get('_widget_layout', {}),
+                              'config': st.get('_config', {}) or {}})
+            return f'LIBNBFIG{len(self.figs) - 1}X'
+        kids = [c[len('IPY_MODEL_'):] for c in st.get('children', []) if isinstance(c, str)]
+        if kids:
+            d = 'row' if name in ('HBoxModel', 'GridBoxModel') else 'column'
+            return (f'<div class="libnb-widget-box" style="display:flex;flex-direction:{d};gap:0.4rem">'
+                    + ''.join(self.html(k, depth + 1) for k in kids) + '</div>')
+        if name == 'HTMLModel': return f'<div class="libnb-widget-html">{st.get("value", "")}</div>'
+        if name in ('LabelModel', 'HTMLMathModel'): return f'<span>{html.escape(str(st.get("value", "")))}</span>'
+        if 'value' in st and name not in ('OutputModel',):
+            desc = html.escape(str(st.get('description', '')))
+            return (f'<span class="libnb-widget-control">{desc + " " if desc else ""}'
+                    f'<code>{html.escape(str(st["value"]))[:80]}</code></span>')
+        return ''
 
 
 def _plotly_html(fig: dict, n: int) -> str:
@@ -199,9 +226,9 @@ def _process_notebook(src, rel, proc, flags, timeout) -> dict:
     nb = read_nb(src)
     # 1. nbdev's show_doc cells first, so the kernel runs them where the documented objects exist
     NBProcessor(nb=nb, procs=[populate_language, add_show_docs], rm_directives=False).process()
-    err = _execute(nb, src, set(flags), timeout)
+    err, wstate = _execute(nb, src, set(flags), timeout)
     if err is not None:
-        msg = str(err).strip().splitlines()
+        msg = re.sub(r'\x1b\[[0-9;]*[A-Za-z]', '', str(err)).strip().splitlines()
         res['problems'].append(f'{rel}: failed cell:\n    ' + '\n    '.join(msg[-25:]))
     for i, c in enumerate(nb.cells):
         if c.cell_type == 'code' and 'nbdev_export' + '(' not in c.source:
@@ -229,8 +256,15 @@ def _process_notebook(src, rel, proc, flags, timeout) -> dict:
                 figs.append(len(fig.get('data', [])))
                 o['data'] = {'text/html': _plotly_html(fig, nfig)}
             elif 'application/vnd.jupyter.widget-view+json' in data:
-                o['data'] = {'text/html': '<p class="libnb-widget-note">(an interactive widget: run the notebook '
-                                          'in Jupyter to use it)</p>'}
+                snap = _WidgetSnapshot(wstate)
+                body = snap.html(data['application/vnd.jupyter.widget-view+json'].get('model_id', ''))
+                for j, fig in enumerate(snap.figs):
+                    nfig += 1
+                    figs.append(len(fig.get('data', [])))
+                    body = body.replace(f'LIBNBFIG{j}X', _plotly_html(fig, nfig))
+                note = ('a static snapshot of an interactive widget: run the notebook in Jupyter to use it'
+                        if body else 'an interactive widget: run the notebook in Jupyter to use it')
+                o['data'] = {'text/html': f'{body}<p class="libnb-widget-note">({note})</p>'}
     res['plotly'] = figs
     res['images'] = sum(1 for c in nb.cells for o in c.get('outputs', [])
                         if {'image/png', 'image/jpeg', 'image/svg+xml'} & set(o.get('data', {})))
@@ -448,8 +482,36 @@ def check_site(out: Path, pages: list[str], figures: dict[str, int]) -> list[str
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def _cache_key(nb: Path, flags) -> str:
+    "What an executed notebook depends on here: itself, the library (lib_nb/**), settings.ini, this script, flags."
+    import hashlib
+    h = hashlib.sha256()
+    for f in [nb, ROOT / 'settings.ini', Path(__file__)] + sorted(p for p in (ROOT / 'lib_nb').rglob('*')
+                                                               if p.is_file() and '__pycache__' not in p.parts):
+        h.update(str(f.relative_to(ROOT) if f.is_relative_to(ROOT) else f.name).encode()); h.update(f.read_bytes())
+    h.update(' '.join(sorted(flags)).encode()); h.update(sys.version.encode())
+    return h.hexdigest()[:32]
+
+
+def _cache_get(cache: Path, nb: Path, flags, proc: Path) -> dict | None:
+    k = _cache_key(nb, flags)
+    j, n = cache / f'{k}.json', cache / f'{k}.ipynb'
+    if not (j.exists() and n.exists()): return None
+    res = json.loads(j.read_text())
+    proc.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(n, proc)
+    return {**res, 'proc': str(proc), 'seconds': 0.0}
+
+
+def _cache_put(cache: Path, nb: Path, flags, res: dict):
+    cache.mkdir(parents=True, exist_ok=True)
+    k = _cache_key(nb, flags)
+    shutil.copy(res['proc'], cache / f'{k}.ipynb')
+    (cache / f'{k}.json').write_text(json.dumps({k2: v for k2, v in res.items() if k2 != 'proc'}))
+
+
 def build(out: Path, nbs: Path, flags: list[str], workers: int, timeout: int, check_sidebar: bool,
-          proc_dir: Path | None = None) -> int:
+          proc_dir: Path | None = None, cache: Path | None = None) -> int:
     from nbdev.config import get_config
     t0 = time.time()
     os.chdir(ROOT)
@@ -480,15 +542,19 @@ def build(out: Path, nbs: Path, flags: list[str], workers: int, timeout: int, ch
     if proc_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix='libnb_docs_')
         proc_dir = Path(tmp.name)
-    jobs = [(str(nbs / r), r, str(proc_dir / r), list(flags), timeout) for r in rels]
-    print(f'docs: {len(jobs)} notebooks, flags {flags or "none"} (skipping cells flagged '
+    results, jobs = {}, []
+    for r in rels:
+        hit = _cache_get(cache, nbs / r, flags, proc_dir / r) if cache else None
+        if hit: results[r] = hit; notes += hit['notes']; print(f'ok   {r} (unchanged: executed output reused)')
+        else: jobs.append((str(nbs / r), r, str(proc_dir / r), list(flags), timeout))
+    print(f'docs: {len(jobs)} notebooks to execute, flags {flags or "none"} (skipping cells flagged '
           f'{sorted(set(_test_flags()) - set(flags))}), {workers} worker(s)', flush=True)
-    results = {}
     with ProcessPoolExecutor(max(1, min(workers, len(jobs) or 1)), mp_context=get_context('spawn')) as ex:
         for r in ex.map(process_notebook, jobs):
             if not r.get('failed'): results[r['rel']] = r
             problems += r['problems']; notes += r['notes']
             print(f"{'ok  ' if not r['problems'] else 'FAIL'} {r['rel']} ({r['seconds']:.0f} s)", flush=True)
+            if cache and not r['problems'] and not r.get('failed'): _cache_put(cache, nbs / r['rel'], flags, r)
     # pages
     all_pages = [page_name(r) for r in rels]
     rels = [r for r in rels if r in results]
@@ -542,12 +608,15 @@ def main(argv=None):
     ap.add_argument('--timeout', type=int, default=600, help='seconds per cell')
     ap.add_argument('--check-sidebar', action='store_true', help='fail if sidebar.yml is stale instead of updating it')
     ap.add_argument('--proc', default=None, help='keep the executed, processed notebooks in this folder')
+    ap.add_argument('--no-cache', action='store_true',
+                    help='execute every notebook (by default an unchanged notebook, with an unchanged lib_nb, '
+                         'reuses its last executed output from _proc/docs_cache)')
     a = ap.parse_args(argv)
     os.chdir(ROOT)
     from nbdev.config import get_config
     nbs = Path(a.nbs).resolve() if a.nbs else get_config().nbs_path
     return build(Path(a.out).resolve(), nbs, a.flags.split(), a.workers, a.timeout, a.check_sidebar,
-                 Path(a.proc).resolve() if a.proc else None)
+                 Path(a.proc).resolve() if a.proc else None, None if a.no_cache else ROOT / '_proc/docs_cache')
 
 
 if __name__ == '__main__':
