@@ -131,8 +131,7 @@ def test_sidebar_mirrors_pipeline(site):
         up = '../' * page.count('/')
         hrefs = [a['href'][len(up):] for a in soup.select('nav.libnb-sidebar a')]
         assert hrefs == want, page
-        assert soup.select_one('nav.libnb-sidebar a.active')['href'] == up + page.split('/')[-1] if '/' not in page \
-            else soup.select_one('nav.libnb-sidebar a.active')['href'] == up + page
+        assert soup.select_one('nav.libnb-sidebar a.active')['href'] == up + page
 
 
 def test_api_reference(site):
@@ -208,6 +207,7 @@ def plotly_site(tmp_path_factory):
         ('code', "go.Figure(go.Scatter(x=[1, 2, 3], y=[3, 1, 2], mode='markers'))"),
         ('markdown', '## A widget'),
         ('code', "import ipywidgets as W\nW.VBox([W.HTML('a box'), go.FigureWidget(go.Scatter(x=[1, 2], y=[2, 1], mode='markers'))])"),
+        ('code', 'import tempfile\nprint(tempfile.mkdtemp())   # a throwaway folder: shown as <tmpdir>'),
         ('code', '#| slow\nprint("slow cell")')])
     out = d / '_docs'
     rc, log = _build(nbs, out, '--no-cache')
@@ -222,6 +222,7 @@ def test_plotly_page_is_self_contained(plotly_site):
     assert 'a box' in soup.select_one('.libnb-widget-box').get_text()
     assert soup.find('script', src='site_libs/plotly.min.js') and (out / 'site_libs/plotly.min.js').stat().st_size > 1e6
     assert soup.find('math') is None and _html(out / 'index.html').find('math') is not None   # MathML, no MathJax
+    assert '<tmpdir>' in soup.get_text() and '/tmp' not in ' '.join(o.get_text() for o in soup.select('.output_area'))
     assert 'slow cell' not in ' '.join(o.get_text() for o in soup.select('.output_area')) and 'flagged' in soup.select_one('.libnb-skipped').get_text()
 
 

@@ -77,6 +77,23 @@ def _texts(out) -> list[str]:
     return [''.join(v) if isinstance(v, list) else v for k, v in data.items() if k.startswith('text/') and isinstance(v, (str, list))]
 
 
+_TMPDIR = re.compile(re.escape(os.path.realpath(__import__('tempfile').gettempdir())) + r'/tmp[\w.-]*')
+
+
+def strip_tmpdirs(cell) -> int:
+    "Replace throwaway temporary folders (`/tmp/tmpab12cd`) in text outputs by `<tmpdir>`; return how many."
+    n = 0
+    def sub(t):
+        nonlocal n
+        t, k = _TMPDIR.subn('<tmpdir>', t); n += k
+        return t
+    for o in cell.get('outputs', []):
+        if 'text' in o: o['text'] = [sub(t) for t in o['text']] if isinstance(o['text'], list) else sub(o['text'])
+        for k, v in list(o.get('data', {}).items()):
+            if k.startswith('text/'): o['data'][k] = [sub(t) for t in v] if isinstance(v, list) else sub(v)
+    return n
+
+
 def output_problems(cell, where: str) -> list[str]:
     "Tracebacks, warnings and machine paths in a cell's outputs."
     probs = []
@@ -232,6 +249,7 @@ def _process_notebook(src, rel, proc, flags, timeout) -> dict:
         res['problems'].append(f'{rel}: failed cell:\n    ' + '\n    '.join(msg[-25:]))
     for i, c in enumerate(nb.cells):
         if c.cell_type == 'code' and 'nbdev_export' + '(' not in c.source:
+            if strip_tmpdirs(c): res['notes'].append(f'{rel} cell {i}: temporary folder paths shown as <tmpdir>')
             res['problems'] += output_problems(c, f'{rel} cell {i}')
     res['exec_s'] = time.time() - t0
     # 2. nbdev's other doc processors, as `nbdev_docs` runs them (show_doc outputs already exist)
@@ -442,6 +460,29 @@ def finish_body(body: str, here: str, doc_root: str) -> tuple[str, list]:
 # Site-wide checks
 
 
+def repair_member_links(out: Path, notes: list) -> None:
+    "nbdev links `Class.method` to `page.html#class.method`; methods without their own show_doc entry are shown in "
+    "their class's entry, so such a link goes to `#class` (what a reader of the Quarto site would scroll to)."
+    from bs4 import BeautifulSoup
+    files = {f.relative_to(out).as_posix(): f for f in out.rglob('*.html')}
+    ids = {r: set(re.findall(r'\bid="([^"]+)"', f.read_text(encoding='utf-8'))) for r, f in files.items()}
+    for r, f in files.items():
+        text = f.read_text(encoding='utf-8')
+        def fix(m):
+            href = m.group(1)
+            path, _, frag = href.partition('#')
+            if not frag or '.' not in frag or re.match(r'^[a-z]+:', href): return m.group(0)
+            target = os.path.normpath((Path(r).parent / path).as_posix()) if path else r
+            have = ids.get(target)
+            if have is None or frag in have: return m.group(0)
+            parent = frag.rsplit('.', 1)[0]
+            if parent not in have: return m.group(0)
+            notes.append(f'{r}: link to {href} (no entry of its own) goes to #{parent}')
+            return f'href="{path}#{parent}"'
+        new = re.sub(r'href="([^"]*#[^"]*)"', fix, text)
+        if new != text: f.write_text(new, encoding='utf-8')
+
+
 def check_site(out: Path, pages: list[str], figures: dict[str, int]) -> list[str]:
     "Broken internal links and anchors, resources from outside the site, figures missing from their pages."
     from bs4 import BeautifulSoup
@@ -549,12 +590,22 @@ def build(out: Path, nbs: Path, flags: list[str], workers: int, timeout: int, ch
         else: jobs.append((str(nbs / r), r, str(proc_dir / r), list(flags), timeout))
     print(f'docs: {len(jobs)} notebooks to execute, flags {flags or "none"} (skipping cells flagged '
           f'{sorted(set(_test_flags()) - set(flags))}), {workers} worker(s)', flush=True)
+    # longest first (times from the last build), so that two workers finish together
+    times_f = ROOT / '_proc/docs_times.json'
+    try: times = json.loads(times_f.read_text())
+    except (OSError, ValueError): times = {}
+    jobs.sort(key=lambda j: -times.get(j[1], 1e9))
+    from concurrent.futures import as_completed
     with ProcessPoolExecutor(max(1, min(workers, len(jobs) or 1)), mp_context=get_context('spawn')) as ex:
-        for r in ex.map(process_notebook, jobs):
+        for fut in as_completed([ex.submit(process_notebook, j) for j in jobs]):
+            r = fut.result()
+            times[r['rel']] = r['seconds']
             if not r.get('failed'): results[r['rel']] = r
             problems += r['problems']; notes += r['notes']
             print(f"{'ok  ' if not r['problems'] else 'FAIL'} {r['rel']} ({r['seconds']:.0f} s)", flush=True)
             if cache and not r['problems'] and not r.get('failed'): _cache_put(cache, nbs / r['rel'], flags, r)
+    try: times_f.parent.mkdir(exist_ok=True); times_f.write_text(json.dumps(times, indent=1))
+    except OSError: pass
     # pages
     all_pages = [page_name(r) for r in rels]
     rels = [r for r in rels if r in results]
@@ -585,6 +636,7 @@ def build(out: Path, nbs: Path, flags: list[str], workers: int, timeout: int, ch
         import plotly
         shutil.copy(Path(plotly.__file__).parent / 'package_data/plotly.min.js', out / 'site_libs/plotly.min.js')
     (out / '.nojekyll').write_text('')
+    repair_member_links(out, notes)
     problems += check_site(out, all_pages, figures)
     if tmp is not None: tmp.cleanup()
     for n in notes: print(f'note: {n}')
@@ -595,6 +647,8 @@ def build(out: Path, nbs: Path, flags: list[str], workers: int, timeout: int, ch
         print(f'docs: FAILED after {secs:.0f} s; pages written to {out}')
         return 1
     print(f'docs: {len(pages)} pages written to {out} in {secs:.0f} s')
+    if secs > 300: print('note: the docs build took over five minutes: make the slowest notebooks above faster '
+                         'or flag their heavy cells `#| slow`')
     return 0
 
 
