@@ -117,6 +117,12 @@ def output_problems(cell, where: str) -> list[str]:
 _QUARTO_DIR = re.compile(r'^\s*#\|\s*([\w-]+)\s*:\s*(.*?)\s*$')
 
 
+def _cell_label(i: int, src: str) -> str:
+    "`cell 12 (`first code line`)`: the index counts nbdev's added show_doc cells, so the line names the cell."
+    first = next((l.strip() for l in src.splitlines() if l.strip() and not l.lstrip().startswith('#|')), '')
+    return f'cell {i} ({first[:60]!r})'
+
+
 def _skip_reason(cell, flags: set[str]) -> str | None:
     "Why `nbdev_test` would not run this cell (mirrors `nbdev.test.test_nb`), or None to run it."
     if cell.cell_type != 'code' or not cell.source.strip(): return None
@@ -180,6 +186,16 @@ def _execute(nb, src: Path, flags: set[str], timeout: int):
             c.execution_count = ec.get('execution_count')
     if any(o.get('output_type') == 'error' for o in setup_out):
         raise RuntimeError('docs kernel setup failed: ' + json.dumps(setup_out)[:2000])
+    from datetime import datetime
+    slow = []
+    for i, ec in enumerate(enb.cells[1:]):
+        ex = ec.get('metadata', {}).get('execution', {})
+        a, b = ex.get('iopub.execute_input'), ex.get('shell.execute_reply')
+        if a and b:
+            secs = (datetime.fromisoformat(b.replace('Z', '+00:00')) - datetime.fromisoformat(a.replace('Z', '+00:00'))).total_seconds()
+            if secs > 20: slow.append((_cell_label(i, nb.cells[i].source), secs))
+        ec.get('metadata', {}).pop('execution', None)
+    nb.slow_cells_ = slow
     state = (enb.metadata.get('widgets', {}).get('application/vnd.jupyter.widget-state+json', {}) or {}).get('state', {})
     return err, json.loads(json.dumps(state))
 
@@ -249,9 +265,11 @@ def _process_notebook(src, rel, proc, flags, timeout) -> dict:
         res['problems'].append(f'{rel}: failed cell:\n    ' + '\n    '.join(msg[-25:]))
     for i, c in enumerate(nb.cells):
         if c.cell_type == 'code' and 'nbdev_export' + '(' not in c.source:
-            if strip_tmpdirs(c): res['notes'].append(f'{rel} cell {i}: temporary folder paths shown as <tmpdir>')
-            res['problems'] += output_problems(c, f'{rel} cell {i}')
+            if strip_tmpdirs(c): res['notes'].append(f'{rel} {_cell_label(i, c.source)}: temporary folder paths shown as <tmpdir>')
+            res['problems'] += output_problems(c, f'{rel} {_cell_label(i, c.source)}')
     res['exec_s'] = time.time() - t0
+    for i, secs in getattr(nb, 'slow_cells_', []):
+        res['notes'].append(f'{rel} {i} took {secs:.0f} s (STYLE.md: flag cells over ~20 s `#| slow`)')
     # 2. nbdev's other doc processors, as `nbdev_docs` runs them (show_doc outputs already exist)
     procs = [p for p in FilterDefaults().procs() if p not in (populate_language, add_show_docs, exec_show_docs)]
     caught = []
