@@ -65,7 +65,7 @@ def page_name(rel: str) -> str:
 
 _MACHINE_PATHS = [str(ROOT), str(Path.home()), '/work/', '/root/', '/home/', '/tmp/', 'site-packages', '/usr/lib/python']
 _BAD_TEXT = [(re.compile(r'Traceback \(most recent call last\)'), 'traceback'),
-             (re.compile(r'\b[A-Za-z]*Warning: '), 'warning'),
+             (re.compile(r'\b[A-Z][A-Za-z]*Warning: '), 'warning'),     # UserWarning: ..., FutureWarning: ...
              (re.compile(r'^WARNING[:\s]', re.M), 'warning')]
 
 
