@@ -16,7 +16,9 @@ replaced by nbconvert:
    traceback or warning or machine path in an output, a broken internal link or anchor, a resource (script,
    style, image) loaded from outside the site, a figure that is not on its page.
 
-Usage: `python tools/build_docs.py [--out _docs] [--flags slow] [--workers 2] [--nbs nbs] [--check-sidebar]`
+Usage: `python tools/build_docs.py [--out _docs] [--flags slow] [--workers 2] [--nbs nbs] [--sidebar write|check|keep]
+[--no-cache]`. An unchanged notebook (same bytes, same lib_nb/**, settings.ini, flags and this script) reuses its
+executed output from `_proc/docs_cache/`; `--no-cache` runs everything.
 """
 from __future__ import annotations
 
@@ -569,7 +571,7 @@ def _cache_put(cache: Path, nb: Path, flags, res: dict):
     (cache / f'{k}.json').write_text(json.dumps({k2: v for k2, v in res.items() if k2 != 'proc'}))
 
 
-def build(out: Path, nbs: Path, flags: list[str], workers: int, timeout: int, check_sidebar: bool,
+def build(out: Path, nbs: Path, flags: list[str], workers: int, timeout: int, sidebar: str = 'write',
           proc_dir: Path | None = None, cache: Path | None = None) -> int:
     from nbdev.config import get_config
     t0 = time.time()
@@ -578,12 +580,14 @@ def build(out: Path, nbs: Path, flags: list[str], workers: int, timeout: int, ch
     yml = sidebar_yaml(nbs)
     sb = nbs / 'sidebar.yml'
     if not sb.exists() or sb.read_text() != yml:
-        if check_sidebar:
+        if sidebar == 'check':
             print(f'FAIL {sb} is not what nbdev_sidebar makes for the notebooks in {nbs}; run `make docs` and '
                   f'commit it. Expected:\n{yml}')
             return 1
-        sb.write_text(yml)
-        print(f'updated {sb.relative_to(ROOT) if sb.is_relative_to(ROOT) else sb}')
+        if sidebar == 'write':
+            sb.write_text(yml)
+            print(f'updated {sb.relative_to(ROOT) if sb.is_relative_to(ROOT) else sb}')
+        else: print(f'note: {sb} is stale (`make docs` rewrites it); this build uses the notebooks found now')
     entries = sidebar_entries(yml)
     rels = [r for _, r in entries]
     problems, notes = [], []
@@ -678,7 +682,8 @@ def main(argv=None):
                     help='test flags whose cells also run, space separated (e.g. "slow")')
     ap.add_argument('--workers', type=int, default=int(os.environ.get('DOCS_WORKERS', '2')))
     ap.add_argument('--timeout', type=int, default=600, help='seconds per cell')
-    ap.add_argument('--check-sidebar', action='store_true', help='fail if sidebar.yml is stale instead of updating it')
+    ap.add_argument('--sidebar', choices=['write', 'check', 'keep'], default='write',
+                    help='when nbs/sidebar.yml is stale: rewrite it (default), fail, or keep it and build anyway')
     ap.add_argument('--proc', default=None, help='keep the executed, processed notebooks in this folder')
     ap.add_argument('--no-cache', action='store_true',
                     help='execute every notebook (by default an unchanged notebook, with an unchanged lib_nb, '
@@ -687,7 +692,7 @@ def main(argv=None):
     os.chdir(ROOT)
     from nbdev.config import get_config
     nbs = Path(a.nbs).resolve() if a.nbs else get_config().nbs_path
-    return build(Path(a.out).resolve(), nbs, a.flags.split(), a.workers, a.timeout, a.check_sidebar,
+    return build(Path(a.out).resolve(), nbs, a.flags.split(), a.workers, a.timeout, a.sidebar,
                  Path(a.proc).resolve() if a.proc else None, None if a.no_cache else ROOT / '_proc/docs_cache')
 
 
