@@ -24,11 +24,11 @@ def run(name: str, cfg_file: str, device: str, **overrides) -> dict:
     cfg = AblationConfig.from_yaml(cfg_file)
     for k, v in overrides.items(): setattr(cfg, k, v)
     cfg.out_dir = None
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = ablate(config=cfg, device=device, save=False)
-    secs = time.perf_counter() - t0
+    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
     n_eval = sum(len(r) for r in res.results.values())
-    out = dict(workload=name, seconds=round(secs, 2), points=n_eval, layers=list(res.results),
+    out = dict(workload=name, seconds=round(secs, 2), cpu_seconds=round(cpu, 2), load_avg=round(os.getloadavg()[0], 1), points=n_eval, layers=list(res.results),
                base_score=res.no_ablation_result, device=str(device), machine=machine(), torch=torch.__version__)
     if res.n_edges_required: out['n_edges_required'] = res.n_edges_required
     return out
