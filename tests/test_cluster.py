@@ -1,0 +1,213 @@
+"""Distributed builds (lib_nb.cluster, spec §9): MPI ranks started with mpiexec, and the ipyparallel helper.
+
+Every distributed graph is compared with the single-process `lib_nb.build.build_graph` graph of the same config
+(float64), to 1e-10 relative (Frobenius norm per tensor; bases up to column signs, spec §2.4). Models: a random
+modular-addition-shaped transformer (positions: 3 -> 1, saved to a tmp dir as a checkpoint + config.yaml) with the
+jacobian basis and squared edges, and the same model with the integrated `(1-0)*alpha` basis, trapezoidal rule and
+functional edges (Λ' summed across ranks). mpiexec comes from the `mpich` pip package (.venv/bin/mpiexec).
+"""
+import dataclasses, json, os, subprocess, sys
+from pathlib import Path
+
+import pytest, torch, yaml
+
+import lib_nb.build as B
+
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+MPIEXEC = Path(sys.executable).parent/'mpiexec'
+pytestmark = pytest.mark.skipif(not MPIEXEC.exists(), reason='no mpiexec beside python (pip install mpich mpi4py)')
+RTOL = 1e-10
+
+
+def make_model(d: Path, p: int = 7, frac: float = 0.6, d_model: int = 8, d_mlp: int = 16, seed: int = 0, **cfg_over) -> Path:
+    "A random modular-addition-shaped transformer saved as model.pt + config.yaml, and its build YAML."
+    from lib_nb.models import tiny_tlens_model
+    d.mkdir(parents=True, exist_ok=True)
+    m = tiny_tlens_model('modadd', seed=seed, d_vocab=p + 1, d_model=d_model, d_mlp=d_mlp)
+    torch.save(m.state_dict(), d/'model.pt')
+    c = m.cfg
+    block = dict(act_fn=c.act_fn, d_head=c.d_head, d_mlp=c.d_mlp, d_model=c.d_model, d_vocab=c.d_vocab, n_ctx=c.n_ctx,
+                 n_heads=c.n_heads, n_layers=c.n_layers, normalization_type=None)
+    ds = dict(dataset_type='modular_arithmetic', fn_name='add', frac_train=frac, modulus=p, seed=0)
+    (d/'config.yaml').write_text(yaml.safe_dump(dict(model=block, dataset=ds, seed=seed)))
+    cfg = dict(exp_name='tiny', tlens_model_path='model.pt', out_dir=None, last_pos_module_type='add_resid1',
+               dataset=dict(ds, return_set='train'), node_layers=['ln1.0', 'ln2.0', 'unembed', 'output'],
+               rotate_final_node_layer=False, batch_size=16, dtype='float64', truncation_threshold=1e-15,
+               basis_formula='jacobian', edge_formula='squared', center=True)
+    cfg.update(cfg_over)
+    (d/'lib_build.yaml').write_text(yaml.safe_dump(cfg))
+    return d/'lib_build.yaml'
+
+
+def with_split(cfg: Path, split: str) -> Path:
+    out = cfg.parent/f'{cfg.stem}_{split}.yaml'
+    out.write_text(yaml.safe_dump({**yaml.safe_load(cfg.read_text()), 'dist_split_over': split}))
+    return out
+
+
+def mpirun(n: int, *args, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    "`mpiexec -n n python -m lib_nb.cluster ARGS` (the lib_build CLI of lib_nb.cluster)."
+    cmd = [str(MPIEXEC), '-n', str(n), sys.executable, '-c', 'import sys, lib_nb.cluster as K; sys.exit(K.main(sys.argv[1:]))', *map(str, args)]
+    e = {**os.environ, 'OMP_NUM_THREADS': '1', **(env or {})}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=e)
+
+
+def rel(a, b) -> float: return float((a.double() - b.double()).norm() / max(float(b.double().norm()), 1e-300))
+
+
+def graph_distance(a: B.Graph, b: B.Graph) -> dict[str, float]:
+    "Relative distance per tensor; bases up to the arbitrary signs of eigenvectors (V's rows follow W's columns)."
+    assert a.node_layers == b.node_layers and a.widths == b.widths and a.orig_trunc == b.orig_trunc
+    sign = lambda x, y, dim: torch.where((x * y).sum(dim) < 0, -1.0, 1.0).to(x.dtype)
+    out = {}
+    for k in ('mean', 'gram', 'Lambda', 'W', 'W_pinv', 'C', 'C_pinv', 'V'):
+        da, db = getattr(a, k), getattr(b, k)
+        assert set(da) == set(db), k
+        for n in da:
+            x, y = da[n], db[n]
+            if k == 'V': x = x * sign(a.W[n], b.W[n], 0)[:, None]
+            if k in ('W', 'C', 'V'): x = x * sign(x, y, 0)
+            if k in ('W_pinv', 'C_pinv'): x = x * sign(x, y, 1)[:, None]
+            out[f'{k}/{n}'] = rel(x, y)
+    assert list(a.E_hat) == list(b.E_hat)
+    for e, E in a.E_hat.items():
+        assert E.shape == b.E_hat[e].shape
+        out[f'E_hat/{e[0]}->{e[1]}'] = rel(E, b.E_hat[e])
+    return out
+
+
+def assert_same_graph(a: B.Graph, b: B.Graph, yardstick: dict[str, float] | None = None):
+    "Every tensor within RTOL, or within 10x the `yardstick` distance where that is larger."
+    d = graph_distance(a, b)
+    tol = {k: max(RTOL, 10 * (yardstick or {}).get(k, 0)) for k in d}
+    worst = max(d, key=lambda k: d[k] / tol[k])
+    assert d[worst] <= tol[worst], f'{worst}: relative distance {d[worst]:.3g} > {tol[worst]:.3g}'
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    "The jacobian/squared config and its single-process graph."
+    cfg = make_model(tmp_path_factory.mktemp('tiny'))
+    return cfg, B.build_graph(cfg, out=None)
+
+
+@pytest.fixture(scope='module')
+def tiny_integrated(tmp_path_factory):
+    "An integrated-gradient basis ((1-0)*alpha, trapezoidal, 1 interval) with functional edges, and its single-process graph."
+    cfg = make_model(tmp_path_factory.mktemp('tiny_ig'), basis_formula='(1-0)*alpha', edge_formula='functional',
+                     integration_method='trapezoidal', n_intervals=1)
+    ref = B.build_graph(cfg, out=None)
+    # the yardstick: the same single-process build in batches of 8 instead of 16 (equal in exact arithmetic)
+    rechunked = B.build_graph(B.BuildConfig.from_yaml(cfg).replace(batch_size=8), out=None)
+    return cfg, ref, graph_distance(rechunked, ref)
+
+
+def test_distance_sees_a_difference(tiny):
+    "The comparison can fail: a graph with one edge block scaled by 1+1e-9 is out of tolerance."
+    cfg, g = tiny
+    first = next(iter(g.E_hat))
+    h = dataclasses.replace(g, E_hat={**g.E_hat, first: g.E_hat[first] * (1 + 1e-9)})
+    with pytest.raises(AssertionError, match='E_hat'): assert_same_graph(h, g)
+    assert_same_graph(g, g)
+
+
+@pytest.mark.parametrize('n,split', [(1, 'dataset'), (2, 'dataset'), (3, 'dataset'), (1, 'out_dim'), (2, 'out_dim'), (3, 'out_dim')])
+def test_mpi_build_equals_single_process(tiny, tmp_path, n, split):
+    cfg, ref = tiny
+    r = mpirun(n, with_split(cfg, split), '--out', tmp_path/'g', '-q')
+    assert r.returncode == 0, r.stderr[-3000:]
+    g = B.Graph.load(tmp_path/'g')
+    assert g.contains_all_edges and g.dist_info['global_size'] == n and g.dist_info['is_parallelised'] == (n > 1)
+    assert g.config['dist_split_over'] == split
+    assert_same_graph(g, ref)
+
+
+@pytest.mark.parametrize('split', ['dataset'])
+def test_mpi_integrated_basis_and_functional_edges(tiny_integrated, tmp_path, split):
+    """M' and Λ' of (1-0)*alpha summed over 3 ranks' data chunks; functional edges summed (out_dim refuses functional).
+
+    This basis is ill-conditioned on the tiny model (Λ comes from the diagonal of a rotated Λ', so nearly equal
+    eigenvalues of M move it at first order): re-chunking the single-process build into batches of 8 already moves
+    C_pinv of `unembed` by ~4e-10. Tensors are held to 1e-10, or to 10x that yardstick where it is larger."""
+    cfg, ref, yard = tiny_integrated
+    assert max(yard.values()) > 0                      # the yardstick measures something
+    r = mpirun(3, with_split(cfg, split), '--out', tmp_path/'g', '-q')
+    assert r.returncode == 0, r.stderr[-3000:]
+    g = B.Graph.load(tmp_path/'g')
+    assert_same_graph(g, ref, yard)
+    d = graph_distance(g, ref)
+    assert sum(v > RTOL for v in d.values()) <= 2, d    # all but the ill-conditioned few are within 1e-10
+
+
+def test_partial_files_and_combine(tiny, tmp_path):
+    "--partial writes one partial file per rank; lib_combine checks them and writes one complete graph."
+    import lib_nb.cluster as K
+    cfg, ref = tiny
+    r = mpirun(3, with_split(cfg, 'out_dim'), '--partial', tmp_path/'parts', '-q')
+    assert r.returncode == 0, r.stderr[-3000:]
+    parts = sorted((tmp_path/'parts').iterdir())
+    assert [p.name for p in parts] == ['rank_00000', 'rank_00001', 'rank_00002']
+    metas = [json.loads((p/'graph.json').read_text()) for p in parts]
+    assert [m['contains_all_edges'] for m in metas] == [False] * 3
+    assert [m['dist_info']['global_rank'] for m in metas] == [0, 1, 2]
+    rows = [B.Graph.load(p).E_hat[('ln1.0', 'ln2.0')].shape[0] for p in parts]
+    assert sum(rows) == ref.E_hat[('ln1.0', 'ln2.0')].shape[0] and min(rows) > 0     # rows split across ranks
+    assert K.combine_main([str(tmp_path/'all'), str(tmp_path/'parts')]) == 0
+    g = B.Graph.load(tmp_path/'all')
+    assert g.contains_all_edges
+    assert_same_graph(g, ref)
+    # the combiner refuses what does not belong together
+    with pytest.raises(B.LibConfigError, match=r'missing \[1\]'): K.combine_partials([parts[0], parts[2]])
+    with pytest.raises(B.LibConfigError, match='already hold complete'): K.combine_partials([*parts, tmp_path/'all'])
+    with pytest.raises(B.LibConfigError, match='duplicated'): K.combine_partials([*parts, parts[1]])
+    other = B.Graph.load(parts[1]); other.config = {**other.config, 'seed': 1}; other.save(tmp_path/'odd'/'rank_00001')
+    with pytest.raises(B.LibConfigError, match='different config'): K.combine_partials([parts[0], tmp_path/'odd'/'rank_00001', parts[2]])
+
+
+@pytest.mark.parametrize('how', ['raise', 'exit'])
+def test_a_failing_rank_stops_the_build(tiny, tmp_path, how):
+    "Rank 1 fails during the edges: the run fails, names rank 1, and writes no result."
+    cfg, _ = tiny
+    r = mpirun(2, with_split(cfg, 'out_dim'), '--out', tmp_path/'g', '-q',
+               env={'LIB_NB_FAIL_RANK': f'1:edges:{how}' if how == 'exit' else '1:edges'})
+    assert r.returncode != 0
+    assert 'rank 1' in r.stderr, r.stderr[-2000:]
+    if how == 'raise': assert 'rank 1 failed during edges' in r.stderr and 'injected failure' in r.stderr
+    assert not (tmp_path/'g').exists() and not list(tmp_path.rglob('graph.json'))
+
+
+def test_ipyparallel_cluster(tiny, tmp_path):
+    "LibCluster: 2 engines under MPI build the graph, stream progress, return rank 0's graph; a failing rank is named."
+    pytest.importorskip('ipyparallel')
+    import lib_nb.cluster as K
+    cfg, ref = tiny
+    lines = []
+    with K.LibCluster(n=2) as c:
+        g = c.build_graph(with_split(cfg, 'out_dim'), out=tmp_path/'g', echo=lines.append)
+        assert_same_graph(g, ref)
+        assert_same_graph(B.Graph.load(tmp_path/'g'), ref)
+        assert any('[rank 0] edges' in s for s in lines) and any('rank 1 of 2' in s for s in lines)
+        c.client[:].execute("import os; os.environ['LIB_NB_FAIL_RANK'] = '1:bases'", block=True)   # the test hook, on the engines
+        with pytest.raises(K.DistributedBuildError, match='rank 1 failed during bases'):
+            c.build_graph(with_split(cfg, 'dataset'), out=tmp_path/'h', echo=lines.append)
+        assert not (tmp_path/'h').exists()
+    assert c.cluster is None and c.client is None
+
+
+def test_ipyparallel_interrupt_stops_the_engines(tiny):
+    "A KeyboardInterrupt while the build runs (as from the notebook's stop button) still stops every engine."
+    pytest.importorskip('ipyparallel')
+    import time
+    import lib_nb.cluster as K
+    cfg, _ = tiny
+    def interrupt(line): raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        with K.LibCluster(n=2) as c:
+            pids = c.client[:].apply_sync(os.getpid)
+            c.build_graph(with_split(cfg, 'out_dim'), echo=interrupt)
+    def alive(pid):
+        try: os.kill(pid, 0); return True
+        except ProcessLookupError: return False
+    deadline = time.time() + 30
+    while any(map(alive, pids)) and time.time() < deadline: time.sleep(0.5)
+    assert len(pids) == 2 and not any(map(alive, pids))
