@@ -6,7 +6,7 @@ site, e.g. `_docs`, to check that one instead), plus two small fixture sites mad
 broken link). The browser test (`-m browser`) serves a site on 127.0.0.1 and drives Debian's Chromium with
 Playwright; it skips when either is missing, except under CI=true where it fails.
 """
-import json, os, re, subprocess, sys, threading
+import json, os, re, signal, subprocess, sys, threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -38,10 +38,16 @@ def _write(folder: Path, name: str, cells):
     p.write_text(json.dumps(_nb(cells), indent=1))
 
 
-def _build(nbs: Path, out: Path, *extra):
-    r = subprocess.run(BUILD + ['--nbs', str(nbs), '--out', str(out), *extra], cwd=ROOT, capture_output=True,
-                       text=True, timeout=900)
-    return r.returncode, r.stdout + r.stderr
+def _build(nbs: Path, out: Path, *extra, timeout: float = float(os.environ.get('LIB_NB_DOCS_TIMEOUT', '1800'))):
+    "Run tools/build_docs.py; on timeout stop it and its workers (its own process group)."
+    p = subprocess.Popen(BUILD + ['--nbs', str(nbs), '--out', str(out), *extra], cwd=ROOT, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try: log, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        log, _ = p.communicate()
+        pytest.fail(f'docs build took over {timeout:.0f} s (LIB_NB_DOCS_TIMEOUT):\n{log[-4000:]}')
+    return p.returncode, log
 
 
 def _title_of(nb_path: Path) -> str:
