@@ -98,6 +98,8 @@ def atomic_path(path: str | Path,      # the final file or directory
         fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent); os.close(fd); tmp = Path(tmp)
     try:
         yield tmp
+        umask = os.umask(0); os.umask(umask)                 # mkstemp/mkdtemp make private files; give the usual mode
+        os.chmod(tmp, (0o777 if is_dir else 0o666) & ~umask)
         if is_dir and path.exists():
             old = path.with_name(f'.{path.name}.old')
             if old.exists(): _rmtree(old)
