@@ -688,10 +688,14 @@ def main(argv=None):
     ap.add_argument('--no-cache', action='store_true',
                     help='execute every notebook (by default an unchanged notebook, with an unchanged lib_nb, '
                          'reuses its last executed output from _proc/docs_cache)')
+    ap.add_argument('--sidebar-only', action='store_true', help='only rewrite nbs/sidebar.yml (seconds), build nothing')
     a = ap.parse_args(argv)
     os.chdir(ROOT)
     from nbdev.config import get_config
     nbs = Path(a.nbs).resolve() if a.nbs else get_config().nbs_path
+    if a.sidebar_only:
+        (nbs / 'sidebar.yml').write_text(sidebar_yaml(nbs)); print(f'wrote {nbs / "sidebar.yml"}')
+        return 0
     return build(Path(a.out).resolve(), nbs, a.flags.split(), a.workers, a.timeout, a.sidebar,
                  Path(a.proc).resolve() if a.proc else None, None if a.no_cache else ROOT / '_proc/docs_cache')
 
