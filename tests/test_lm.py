@@ -1,0 +1,81 @@
+"""LM builds: saved transformer-lens models round-trip, chunked builds equal one-piece builds (float64, 1e-10),
+stochastic sources converge to the exhaustive sums, the benchmark scripts start."""
+import os, subprocess, sys
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='module')
+def lm():
+    return pytest.importorskip('lib_nb.lm')
+
+
+def _case(lm, arch, tmp, n=4, ctx=4, **over):
+    from lib_nb.models import tiny_tlens_model
+    hm = tiny_tlens_model(arch, seed=3)
+    pt = lm.save_tlens_model(hm, tmp/arch)
+    tk = lm.save_tokens(lm.random_tokens(n, ctx, hm.cfg.d_vocab, seed=3), tmp/f'{arch}.npy')
+    return hm, lm.lm_build_config(pt, tk, ['ln1.0', 'ln2.0', 'ln1.1', 'unembed'], batch_size=n, **over)
+
+
+@pytest.mark.parametrize('arch', ['gpt2', 'tiny-stories', 'pythia'])
+def test_chunked_equals_whole(lm, arch, tmp_path):
+    hm, cfg = _case(lm, arch, tmp_path)
+    g_whole = lm.chunked_build(cfg)
+    g_parts = lm.chunked_build(cfg | dict(batch_size=1, gram_batch_size=3, edge_batch_size=2), max_chunk=5, mem_budget=1)
+    whole, parts = lm.graph_arrays(g_whole), lm.graph_arrays(g_parts, g_whole)
+    assert sorted(whole) == sorted(parts)
+    worst = max(lm.rel_diff(parts[k], whole[k]) for k in whole if not k.startswith('V/'))
+    assert worst < 1e-10
+
+
+def test_roundtrip_and_eval(lm, tmp_path):
+    from lib_nb.build import build_graph, load_model, BuildConfig
+    hm, cfg = _case(lm, 'pythia', tmp_path, eval_type='ce_loss')
+    toks = lm.random_tokens(2, 5, hm.cfg.d_vocab, seed=9)
+    with torch.no_grad():
+        ref = hm(toks)
+        torch.testing.assert_close(lm.load_tlens_model(cfg['tlens_model_path'])(toks), ref)
+        seq, _ = load_model(BuildConfig.from_dict(cfg), device='cpu')
+        torch.testing.assert_close(seq(toks), ref, rtol=1e-9, atol=1e-9)
+    g = build_graph(cfg)
+    import numpy as np
+    ids = torch.tensor(np.load(cfg['dataset']['path'])).long()
+    with torch.no_grad(): tl = float(hm(ids, return_type='loss'))
+    assert abs(g.extra['eval']['ce_loss'] - tl) < 1e-9
+
+
+def test_stochastic_sources_converge(lm, tmp_path):
+    from functools import partial
+    from lib_nb.bases import M_dash
+    from lib_nb.build import load_model, BuildConfig
+    from lib_nb.core import seeded_generator
+    import numpy as np
+    _, cfg = _case(lm, 'gpt2', tmp_path, n=3, ctx=6)
+    seq, _ = load_model(BuildConfig.from_dict(cfg), device='cpu')
+    acts = seq.pre(torch.tensor(np.load(cfg['dataset']['path'])).long()[:, :-1])
+    F = partial(seq.section, 0)
+    exact = M_dash(F, acts)[0]
+    err = {R: lm.rel_diff(M_dash(F, acts, n_sources_pos=R, generator=seeded_generator(R))[0], exact) for R in (8, 512)}
+    assert err[512] < 0.15 and err[8] > 3 * err[512]
+
+
+def test_memory_plan_refuses_tiny_budget(lm, tmp_path):
+    from lib_nb.build import load_model, BuildConfig
+    from lib_nb.core import LibConfigError
+    _, cfg = _case(lm, 'gpt2', tmp_path)
+    seq, _ = load_model(BuildConfig.from_dict(cfg), device='cpu')
+    plan = lm.plan_memory(seq, 4, 4, max_memory_gb=0.01)
+    assert plan.est_peak_bytes <= 0.01 * 2**30 and min(plan.max_chunk) >= 1
+    with pytest.raises(LibConfigError, match='max_memory_gb'): lm.plan_memory(seq, 4, 4, max_memory_gb=1e-7)
+
+
+def test_bench_scripts_start():
+    for s in ('bench_lm.py', 'run_all.py'):
+        r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/s), '--help'], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and 'usage' in r.stdout
