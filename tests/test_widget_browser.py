@@ -51,7 +51,8 @@ def _our_pids(marker):
 NOTEBOOK_CELLS = [
     # warm-up: the browser loads plotly's widget code once before the explorers need it
     """import plotly.graph_objects as go
-warm = go.FigureWidget(go.Scatter(x=[0, 1], y=[0, 1]))
+from lib_nb.widgets import figure_widget
+warm = figure_widget(go.Figure(go.Scatter(x=[0, 1], y=[0, 1])))
 warm""",
     """import os; os.environ.setdefault('HF_HUB_OFFLINE', '1')
 from pathlib import Path
@@ -288,6 +289,7 @@ def test_explorer_in_jupyterlab(lab):
             page.screenshot(path=str(SHOTS / 'failure.png'))
             try:   # what the kernel thinks the figure's state is
                 page.locator('.jp-Cell .jp-InputArea-editor').last.click()
+                page.keyboard.press('Escape'); page.keyboard.press('b'); page.keyboard.press('Enter')
                 page.keyboard.type("print('DIAG', paper.fig._last_trace_edit_id, paper.fig._trace_edit_in_process, "
                                    "paper.fig._view_count, paper.n_drawn)")
                 page.keyboard.press('Shift+Enter'); page.wait_for_timeout(5000)
