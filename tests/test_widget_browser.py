@@ -19,7 +19,9 @@ CHROME_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', 
                '--disable-component-update', '--disable-sync']
 REDRAW_LIMIT_S = 1.0
 
-pytestmark = pytest.mark.browser
+# End-to-end in a real browser on 2 shared cores: a missed plotly update under load is retried twice (see the
+# closing note of the widget issue); a failure in all three runs fails CI.
+pytestmark = [pytest.mark.browser, pytest.mark.flaky(reruns=2, reruns_delay=5)]
 
 
 def _missing(reason):
