@@ -70,6 +70,7 @@ class BuildConfig:
     naive_gradient_flow: bool = False
     eval_type: Literal['accuracy', 'ce_loss'] | None = None
     edge_accumulator_dtype: str | None = None      # compat: 'float32' reproduces the reference's J (A1)
+    max_memory_gb: float | None = None             # memory budget: sets batch and pull-back chunk sizes (lib_nb.lm.plan_memory)
 
     def __post_init__(self): self._check_files = True; _coerce(self); _validate(self)
 
@@ -164,6 +165,9 @@ def _coerce(c: BuildConfig):
         setattr(c, k, int(v))
     for k in _BOOL_FIELDS:
         if not isinstance(getattr(c, k), bool): raise LibConfigError(k, f'expected true or false, got {getattr(c, k)!r}')
+    if c.max_memory_gb is not None:
+        try: c.max_memory_gb = float(c.max_memory_gb)
+        except (TypeError, ValueError): raise LibConfigError('max_memory_gb', f'expected a number, got {c.max_memory_gb!r}') from None
     try: c.truncation_threshold = float(c.truncation_threshold)
     except (TypeError, ValueError): raise LibConfigError('truncation_threshold', f'expected a number, got {c.truncation_threshold!r}') from None
     if isinstance(c.node_layers, str) or not isinstance(c.node_layers, (list, tuple)):
@@ -233,6 +237,8 @@ def _validate(c: BuildConfig):
               'n_stochastic_sources_basis_hidden', 'n_stochastic_sources_edges'):
         v = getattr(c, k)
         if v is not None and v < 1: raise LibConfigError(k, f'must be positive, got {v}', 'use null to leave it unset')
+    if c.max_memory_gb is not None and not c.max_memory_gb > 0:
+        raise LibConfigError('max_memory_gb', f'must be positive, got {c.max_memory_gb}', 'use null for no budget')
     if c.n_intervals < 0: raise LibConfigError('n_intervals', f'must be >= 0, got {c.n_intervals}')
     if not c.truncation_threshold >= 0: raise LibConfigError('truncation_threshold', f'must be >= 0, got {c.truncation_threshold}')
     for k in ('dataset', 'gram_dataset'):
@@ -741,9 +747,14 @@ def _chain(model, l: int, upto: int) -> Callable[[Tensor], Tensor]:
         return x
     return F
 
+def _chunking(max_chunk: list[int] | None, l: int) -> dict:
+    "Chunk arguments of the pull-backs of section `l`: the memory plan's, else the defaults."
+    return {} if max_chunk is None else dict(max_chunk=max_chunk[l], mem_budget=2**62)
+
 def compute_bases(cfg: BuildConfig, model, store: ActivationStore, mean: dict, gram: dict,
                   generator: torch.Generator | None = None, # for stochastic sources
-                  progress: bool = False) -> dict:
+                  progress: bool = False,
+                  max_chunk: list[int] | None = None) -> dict:  # cotangents per pull-back chunk, per section (memory plan)
     "The `InteractionRotation` of every node layer, computed back to front."
     from lib_nb.bases import layer_basis, pca_basis, svd_rotation, absent_rotation
     nl, L, tau = cfg.node_layers, len(cfg.node_layers), cfg.truncation_threshold
@@ -760,14 +771,16 @@ def compute_bases(cfg: BuildConfig, model, store: ActivationStore, mean: dict, g
         rots[n] = layer_basis(F, store.batches(l, cfg.batch_size), gram[n], mean.get(n), C_next, cfg.basis_formula, tau,
                               rules[n], cfg.n_intervals, cfg.center, _isolate(cfg, n), n, n_samples=store.n_samples,
                               n_sources_pos=cfg.n_stochastic_sources_basis_pos,
-                              n_sources_hidden=cfg.n_stochastic_sources_basis_hidden, generator=generator)
+                              n_sources_hidden=cfg.n_stochastic_sources_basis_hidden, generator=generator,
+                              **_chunking(max_chunk, l))
         _log.info('basis %s: orig %d -> rib %s', n, widths[n], rots[n].rib)
     return {n: rots[n] for n in nl}
 
 # %% ../nbs/06_build.ipynb #af8c187f
 def compute_edges(cfg: BuildConfig, model, store: ActivationStore, g: Graph,
                   generator: torch.Generator | None = None, # for stochastic sources
-                  progress: bool = False) -> dict[tuple[str, str], Tensor]:
+                  progress: bool = False,
+                  max_chunk: list[int] | None = None) -> dict[tuple[str, str], Tensor]:  # per section (memory plan)
     "`E_hat [rib_out, rib_in]` of every consecutive pair of node layers."
     from lib_nb.edges import edges
     nl = cfg.node_layers
@@ -778,7 +791,7 @@ def compute_edges(cfg: BuildConfig, model, store: ActivationStore, g: Graph,
         e = edges(partial(model.section, l), store.batches(l, cfg.edge_batch_size or cfg.batch_size), g.C.get(a), g.C_pinv.get(a),
                   g.C.get(b), cfg.edge_formula, rules[a], cfg.n_intervals, n_samples=store.n_samples,
                   n_sources=cfg.n_stochastic_sources_edges, generator=generator, accumulator_dtype=cfg.edge_accumulator_dtype,
-                  in_node_layer=a, out_node_layer=b)
+                  in_node_layer=a, out_node_layer=b, **_chunking(max_chunk, l))
         out[(a, b)] = e.E_hat
         _log.info('edges %s -> %s: %s, total %.6g', a, b, tuple(e.E_hat.shape), float(e.E_hat.sum()))
     return out
@@ -798,12 +811,17 @@ def peak_memory_mb(device: torch.device | None = None) -> float:
 
 class _Phases:
     "Wall-clock seconds per phase (synchronising CUDA), logged as each ends."
-    def __init__(self, device, on_phase=None): self.t, self.device, self.on_phase = {}, torch.device(device), on_phase
+    def __init__(self, device, on_phase=None, budget=None):
+        self.t, self.device, self.on_phase, self.budget = {}, torch.device(device), on_phase, budget
     @contextmanager
     def __call__(self, name: str):
         if self.device.type == 'cuda': torch.cuda.synchronize(self.device)
         t0 = time.perf_counter()
-        yield
+        try: yield
+        except (torch.OutOfMemoryError, MemoryError) as e:
+            raise MemoryError(f'out of memory in the {name} phase on {self.device} ({type(e).__name__}). Fix: '
+                              + (f'lower max_memory_gb (now {self.budget})' if self.budget else 'set max_memory_gb in the config')
+                              + ' or batch_size') from e
         if self.device.type == 'cuda': torch.cuda.synchronize(self.device)
         self.t[name] = self.t.get(name, 0.0) + time.perf_counter() - t0
         _log.info('%s: %.3f s (peak memory %.0f MB)', name, self.t[name], peak_memory_mb(self.device))
@@ -838,7 +856,7 @@ def build_graph(config: BuildConfig | dict | str | Path, # a BuildConfig, a dict
         raise FileExistsError(f'{dest} already holds a result; pass force=True (CLI: --force) to replace it')
     device = torch.device(device) if device is not None else default_device()
     if device.type == 'cuda': torch.cuda.reset_peak_memory_stats(device)
-    ph = _Phases(device, on_phase)
+    ph = _Phases(device, on_phase, cfg.max_memory_gb)
     _log.info('build %s: node layers %s, basis %s, %s on %s', cfg.exp_name, cfg.node_layers, cfg.basis_formula, cfg.dtype, device)
     with ph('load'):
         model, model_cfg = load_model(cfg, model, device)
@@ -848,9 +866,19 @@ def build_graph(config: BuildConfig | dict | str | Path, # a BuildConfig, a dict
               config=cfg.to_dict(), ml_model_config=model_cfg, stage='grams')
     if cfg.tlens_model_path or cfg.mlp_path: g.extra['model_sha256'] = file_sha256(cfg.tlens_model_path or cfg.mlp_path)
     rotated_output = nl[-1] == 'output' and cfg.rotate_final_node_layer
+    plan, cache = None, ACT_CACHE_BYTES
+    if cfg.max_memory_gb is not None and ds is not None:     # the budget sets batch and chunk sizes (lib_nb.lm)
+        from lib_nb.lm import plan_memory
+        from lib_nb.data import dataset_inputs_labels
+        x0 = dataset_inputs_labels(ds)[0]
+        plan = plan_memory(model, x0[:1], len(x0), cfg.max_memory_gb, batch_size=cfg.batch_size)
+        cfg = cfg.replace(batch_size=plan.batch_size, gram_batch_size=min(cfg.gram_batch_size or cfg.batch_size, plan.batch_size),
+                          edge_batch_size=min(cfg.edge_batch_size or cfg.batch_size, plan.batch_size))
+        cache = plan.act_cache_bytes
+        g.extra['memory_plan'] = dataclasses.asdict(plan)
     with ph('activations'):
-        store = ActivationStore(model, ds, cfg.batch_size, with_output=rotated_output) if ds is not None else None
-        gstore = store if gds is ds else ActivationStore(model, gds, cfg.gram_batch_size or cfg.batch_size, with_output=rotated_output)
+        store = ActivationStore(model, ds, cfg.batch_size, with_output=rotated_output, cache_bytes=cache) if ds is not None else None
+        gstore = store if gds is ds else ActivationStore(model, gds, cfg.gram_batch_size or cfg.batch_size, with_output=rotated_output, cache_bytes=cache)
     if cfg.eval_type is not None:
         with ph('eval'):
             g.extra['eval'] = {cfg.eval_type: evaluate(store, cfg.eval_type)}
@@ -868,12 +896,12 @@ def build_graph(config: BuildConfig | dict | str | Path, # a BuildConfig, a dict
         _log.info('bases loaded from %s', resume)
     elif cfg.calculate_Cs:
         gen = seeded_generator(cfg.seed, device) if cfg.n_stochastic_sources_basis_pos or cfg.n_stochastic_sources_basis_hidden else None
-        with ph('bases'): rots = compute_bases(cfg, model, store, g.mean, g.gram, gen, progress)
+        with ph('bases'): rots = compute_bases(cfg, model, store, g.mean, g.gram, gen, progress, plan and plan.max_chunk)
         for k in _TENSOR_KINDS[2:]: setattr(g, k, {n: getattr(r, k) for n, r in rots.items() if getattr(r, k) is not None})
         g.stage = 'bases'
     if cfg.calculate_edges:
         gen = seeded_generator(cfg.seed, device) if cfg.n_stochastic_sources_edges else None
-        with ph('edges'): g.E_hat = compute_edges(cfg, model, store, g, gen, progress)
+        with ph('edges'): g.E_hat = compute_edges(cfg, model, store, g, gen, progress, plan and plan.max_chunk)
         g.stage = 'edges'
     g.timings = dict(ph.t)
     g.extra.update(peak_mem_mb=peak_memory_mb(device), device=str(device))
