@@ -263,6 +263,9 @@ def jacobian_M_dash_batch(F: Callable,                    # section F_l: [batch,
                          ) -> Float[Tensor, "d d"]:
     "Σ over the batch and sources of `gᵀg` (eq. 7–8), float64 and not yet normalised."
     _check_acts(acts)
+    if getattr(F, 'jacobian', None) is not None and not n_sources_pos and not n_sources_hidden:
+        from lib_nb.jacobians import M_dash_from_jacobian       # exact structure-aware Jacobians (01a_jacobians)
+        return M_dash_from_jacobian(F.jacobian, acts, alphas, weights, C_next, dir_range, mem_budget)
     acts = _plain(acts); Fh = _rotated(F, C_next)
     B, P, d = acts.shape
     fns = []

@@ -77,6 +77,10 @@ def squared_edges_batch(F: Callable,                          # section F_l
                        ) -> Float[Tensor, "rows rib_in"]:
     "Σ over the batch, output positions (or sources) of `J²` (eq. 20–23), float64 and not yet normalised."
     _check_acts(acts)
+    if getattr(F, 'jacobian', None) is not None and not n_sources:
+        from lib_nb.jacobians import squared_edges_from_jacobian  # exact structure-aware Jacobians (01a_jacobians)
+        return squared_edges_from_jacobian(F.jacobian, acts, C, C_pinv, C_next, alphas, weights, out_range,
+                                           accumulator_dtype, mem_budget)
     acts = _plain(acts)
     f_hat = acts if C is None else acts @ C
     H = _lib_section(F, C_pinv, C_next)
