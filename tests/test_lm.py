@@ -79,3 +79,15 @@ def test_bench_scripts_start():
     for s in ('bench_lm.py', 'run_all.py'):
         r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/s), '--help'], capture_output=True, text=True, timeout=120)
         assert r.returncode == 0 and 'usage' in r.stdout
+
+
+def test_max_memory_gb_build(lm, tmp_path):
+    from lib_nb.build import build_graph, BuildConfig
+    import dataclasses
+    if 'max_memory_gb' not in {f.name for f in dataclasses.fields(BuildConfig)}: pytest.skip('no max_memory_gb in this build')
+    _, cfg = _case(lm, 'tiny-stories', tmp_path)
+    g = build_graph(cfg)
+    t = build_graph(cfg | dict(max_memory_gb=0.0002))
+    assert t.extra['memory_plan']['batch_size'] < cfg['batch_size']
+    a, b = lm.graph_arrays(g), lm.graph_arrays(t, g)
+    assert max(lm.rel_diff(b[k], a[k]) for k in a if not k.startswith('V/')) < 1e-10
