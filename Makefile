@@ -26,5 +26,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/run_all.py
 
+# The docs site, built offline into _docs/ (tools/build_docs.py; `nbdev_docs` does the same where Quarto is
+# installed). DOCS_FLAGS="slow" also runs the `#| slow` cells.
+docs: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python tools/build_docs.py --flags "$(DOCS_FLAGS)"
+
 clean-venv:
 	rm -rf $(VENV)

@@ -7,7 +7,7 @@ Steps, in order; the last line printed is `total: N passed, N failed`:
 3. pytest over `tests/` (everything that is not a notebook).
 """
 import os, subprocess, sys, time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,25 +41,24 @@ def force_flags():
     return flags
 
 
-def _run_nb(args):
-    fn, flags = args
-    from nbdev.test import test_nb
-    from nbdev.config import get_config
-    os.chdir(get_config().nbs_path)
-    ok, secs = test_nb(Path(fn), skip_flags=get_config().tst_flags.split(), force_flags=flags,
-                       basepath=get_config().config_path)
-    return fn, ok, secs
+def _run_nb(fn, flags):
+    "One notebook through `nbdev_test` in its own process (IPython replaces __main__, so never reuse a worker)."
+    t = time.time()
+    r = subprocess.run([str(BIN/'nbdev_test'), '--path', fn, '--flags', ' '.join(flags), '--n_workers', '0'],
+                       cwd=ROOT, capture_output=True, text=True)
+    return fn, r.returncode == 0 and 'Success' in r.stdout, time.time() - t, r.stdout + r.stderr
 
 
 def run_notebooks(flags):
     from nbdev.doclinks import nbglob
     os.chdir(ROOT)
-    files = sorted(str(f.absolute()) for f in nbglob(as_path=True))
+    files = sorted(str(f.relative_to(ROOT)) for f in nbglob(as_path=True))
     n_workers = int(os.environ.get('LIB_NB_TEST_WORKERS', '2'))
     results = []
-    with ProcessPoolExecutor(n_workers) as ex:
-        for fn, ok, secs in ex.map(_run_nb, [(f, flags) for f in files]):
-            print(f"{'PASS' if ok else 'FAIL'} {Path(fn).relative_to(ROOT)} ({secs:.0f} s)", flush=True)
+    with ThreadPoolExecutor(n_workers) as ex:
+        for fn, ok, secs, out in ex.map(lambda f: _run_nb(f, flags), files):
+            print(f"{'PASS' if ok else 'FAIL'} {fn} ({secs:.0f} s)", flush=True)
+            if not ok: print(out[-6000:], flush=True)
             results.append(ok)
     return results
 
