@@ -19,6 +19,8 @@ DEMO_CONFIG := lib_nb/assets/modadd_p113/lib_build.yaml
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/lib_build $(DEMO_CONFIG) --out out/demo --force
+	HF_HUB_OFFLINE=1 $(BIN)/python -c "from lib_nb.widgets import explore; \
+	  print('explorer view written to', explore('out/demo').to_html('out/demo/explorer.html'))"
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python tools/run_tests.py
