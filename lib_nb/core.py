@@ -100,6 +100,8 @@ def atomic_path(path: str | Path,      # the final file or directory
         yield tmp
         umask = os.umask(0); os.umask(umask)                 # mkstemp/mkdtemp make private files; give the usual mode
         os.chmod(tmp, (0o777 if is_dir else 0o666) & ~umask)
+        if is_dir:                                           # writers like safetensors also make private files
+            for f in tmp.rglob('*'): os.chmod(f, (0o777 if f.is_dir() else 0o666) & ~umask)
         if is_dir and path.exists():
             old = path.with_name(f'.{path.name}.old')
             if old.exists(): _rmtree(old)
