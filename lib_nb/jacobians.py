@@ -70,6 +70,51 @@ def _attn_contracted(attn_in, attn_out, x: Tensor, f_hat: Tensor, Cn: Tensor, Pm
     out += torch.einsum('bhta,hra->btra', Af, PG)
     return out.add_(ft[:, :, None, :] * PCt)
 
+def _attn_M_dash(attn_in, attn_out, acts: Tensor, alphas: list[float], weights: list[float], Cn: Tensor,
+                 last_only: bool, mem_budget: int = 2**28) -> Tensor:
+    "`Σ_x Σ_{t,s} J_tsᵀ J_ts` of the attention block without forming `J`: `J_ts = Σ_g c_g G_g + L_ts R_t` (see below)."
+    f64 = torch.float64
+    (B, P, d), H, r = acts.shape, attn_out.n_heads, Cn.shape[1]
+    T, na = (1 if last_only else P), len(alphas)
+    tq = [P - 1] if last_only else list(range(P))
+    per = 8 * T * P * (na * H * (r + d) + (H + 1) * na * H * (r + d))     # bytes of one sample's factors
+    G = S = N = M3 = None
+    cat = lambda ts, dim: ts[0] if len(ts) == 1 else torch.cat(ts, dim)
+    for s0 in range(0, B, c := _n_chunk(B, per, mem_budget)):
+        x = acts[s0:s0 + c]; b = x.shape[0]
+        cA, dW, kap, Qk = 0, [], [], []
+        for a, w in zip(alphas, weights):
+            A, delta, kappa, qk, PG, PCt, _ = _attn_parts(attn_in, attn_out, x * a, Cn, _eye(d, x), last_only)
+            cA = cA + w * A.to(f64)                                              # [b, H, T, P]
+            dW.append(w * delta.to(f64)); kap.append(kappa.to(f64)); Qk.append(qk.to(f64))
+            if G is None: G = torch.cat([PG, PCt[None]]).to(f64)                 # [H+1, r, d]: the fixed matrices
+        dW, kap, Qk = cat(dW, 1), cat(kap, 1), cat(Qk, 1)                       # heads × integration points: hh
+        hh = dW.shape[1]
+        res = torch.zeros(T, P, dtype=f64, device=x.device)
+        for n, t in enumerate(tq): res[n, t] = sum(weights)
+        cc = torch.cat([cA.permute(0, 2, 3, 1), res.expand(b, T, P)[..., None]], -1)   # [b, T, P, H+1]
+        ct = torch.stack([cc[:, n, t] for n, t in enumerate(tq)], 1)           # [b, T, H+1]: c at s = t
+        d5 = dW.permute(0, 2, 1, 3, 4)                                          # [b, T, hh, P, r]
+        Dq, kt = d5.reshape(b, T, hh * P, r), kap.permute(0, 2, 1, 3)           # [b, T, (hh,s), r], [b, T, hh, d]
+        # Σ c_g c_g'  (term 1)
+        Sc = torch.einsum('btsg,btsh->gh', cc, cc)
+        # N_g = Σ (Σ_s c_g δ_s) ⊗ κ  +  c_g(t) Σ_s δ_s ⊗ Qk_s  (term 2)
+        E1 = torch.einsum('btksr,btsg->btkrg', d5, cc)                           # [b, T, hh, r, H+1]
+        Nc = (E1.reshape(-1, r * (H + 1)).T @ kt.reshape(-1, d)).view(r, H + 1, d)
+        Yq = ct[:, :, None, None, :, None] * Qk[:, None, :, :, None, :]          # [b, T, hh, P, H+1, d]
+        Nc += (Dq.reshape(-1, r).T @ Yq.reshape(-1, (H + 1) * d)).view(r, H + 1, d)
+        # Σ Rᵀ (Lᵀ L) R with L_s = [δ_s, [s=t] δ_all], R = [κ_t; Qk]  (term 3)
+        Gqq = Dq @ Dq.mT                                                        # [b, T, (hh,s), (hh',s')]
+        G4 = Gqq.view(b, T, hh, P, hh, P)
+        Gkk = torch.diagonal(G4, dim1=3, dim2=5).sum(-1)                        # Σ_s δ_sᵀ δ_s: [b, T, hh, hh]
+        Gkq = torch.stack([G4[:, n, :, t] for n, t in enumerate(tq)], 1).reshape(b, T, hh, hh * P)
+        Gm = torch.cat([torch.cat([Gkk, Gkq], -1), torch.cat([Gkq.mT, Gqq], -1)], -2)   # [b, T, k, k]
+        R = torch.cat([kt, Qk.reshape(b, 1, hh * P, d).expand(b, T, hh * P, d)], -2)    # [b, T, k, d]
+        m3 = R.reshape(-1, d).T @ (Gm @ R).reshape(-1, d)
+        S, N, M3 = (Sc, Nc, m3) if S is None else (S + Sc, N + Nc, M3 + m3)
+    term2 = torch.einsum('gra,rgc->ac', G, N)
+    return torch.einsum('gh,gra,hrc->ac', S, G, G) + term2 + term2.T + M3
+
 def _blockdiag_positions(Jt: Tensor, P: int, tq: list[int]) -> Tensor:
     "Per-position blocks `Jt [B, T, r, r_in]` placed at `s = tq[t]` of a `[B, T, r, P, r_in]` Jacobian."
     B, T, r, ri = Jt.shape
@@ -173,6 +218,35 @@ def _mlp_block_M_dash(model: SectionedModel, l: int, acts: Tensor, alphas: list[
     X = W_in @ (Db.sum(0)[:, None] * U) @ Cn.T
     return Db.shape[0] * (Cn @ Cn.T) + X + X.T + W_in @ ((Db.T @ Db) * (U @ U.T)) @ W_in.T
 
+def _mlp_block_squared_edges(model: SectionedModel, l: int, x_proj: Tensor, f_hat: Tensor, C_next: Tensor | None,
+                             C_pinv: Tensor | None, alphas: list[float], weights: list[float],
+                             rows_per_chunk: int = 256) -> Tensor | None:
+    "Eq. 20–21 for the MLP block: `Σ_x (f̂ ⊙ K)²`, `K = Σ_k w_k J_k = (Σ_k w_k ā'_k) @ (U ⊗ PW) + (Σ w) P C'`; None: too big."
+    mods, ids = list(model.sections[f'section_{l}']), model._section_ids[f'section_{l}']
+    mlp_in, act, mlp_out = mods[2], mods[3], mods[4]
+    B, P, d = x_proj.shape
+    tq = [P - 1] if (model.last_pos_module_type == 'unembed' and ids[-1].startswith('unembed')) else list(range(P))
+    Cn = _eye(d, x_proj) if C_next is None else C_next.to(x_proj.dtype)
+    if ids[-1].startswith('unembed'): Cn = mods[-1].W_U @ Cn
+    Pm = _eye(d, x_proj) if C_pinv is None else C_pinv.to(x_proj.dtype)
+    U, PW = mlp_out.W_out @ Cn, Pm @ mlp_in.W_in                              # [m, r], [r_in, m]
+    m, r, ri = U.shape[0], U.shape[1], PW.shape[0]
+    if m * r * ri * x_proj.element_size() > GEMM_TABLE_BYTES: return None
+    Q = (U[:, :, None] * PW.T[:, None, :]).reshape(m, r * ri)
+    PCt = (Pm @ Cn).T * sum(weights)
+    x, fh = x_proj[:, tq], f_hat[:, tq].reshape(-1, ri)
+    Db = 0
+    for a, w in zip(alphas, weights):                                          # J is linear in act': sum the weights first
+        h = (x * a) @ mlp_in.W_in
+        if mlp_in.b_in is not None: h = h + mlp_in.b_in
+        Db = Db + w * _dact(act.act, h)
+    Db = Db.reshape(-1, m)
+    E = torch.zeros(r, ri, dtype=torch.float64, device=x_proj.device)
+    for s in range(0, Db.shape[0], rows_per_chunk):                            # chunks that stay in cache
+        K = (Db[s:s + rows_per_chunk] @ Q).view(-1, r, ri).add_(PCt).mul_(fh[s:s + rows_per_chunk, None, :])
+        E += K.to(torch.float64).square_().sum(0)
+    return E
+
 def _attn_contract_fn(model: SectionedModel, l: int) -> Callable:
     mods = list(model.sections[f'section_{l}'])
     def contract(x, f_hat, C_next=None, in_proj=None):
@@ -186,10 +260,16 @@ def section_jacobian_fn(model: SectionedModel, l: int) -> Callable | None:
     if section_shape(model, l) is None: return None
     def jacobian(x, C_next=None, in_proj=None): return section_jacobian(model, l, x, C_next, in_proj)
     jacobian.constant = section_shape(model, l) == 'unembed'     # the same Jacobian at every point
-    if section_shape(model, l) == 'mlp':                          # M' without per-sample Jacobians
+    if section_shape(model, l) == 'mlp':                          # M' and edges without per-sample Jacobians
         jacobian.M_dash_sum = lambda acts, alphas, weights, C_next=None: _mlp_block_M_dash(model, l, acts, alphas, weights, C_next)
-    if section_shape(model, l) == 'attention':                    # eq. 20's Σ_s f̂ J without forming J
+        jacobian.squared_edges = lambda *a: _mlp_block_squared_edges(model, l, *a)
+    if section_shape(model, l) == 'attention':                    # eq. 20's Σ_s f̂ J without forming J; M' expanded
         jacobian.contract = _attn_contract_fn(model, l)
+        mods = list(model.sections[f'section_{l}'])
+        def attn_M_dash(acts, alphas, weights, C_next=None):
+            Cn = _eye(acts.shape[-1], acts) if C_next is None else C_next.to(acts.dtype)
+            return _attn_M_dash(mods[2], mods[3], acts, alphas, weights, Cn, model.last_pos_module_type == 'add_resid1')
+        jacobian.M_dash_sum = attn_M_dash
     return jacobian
 
 # %% ../nbs/01a_jacobians.ipynb #281f9684
@@ -245,6 +325,9 @@ def squared_edges_from_jacobian(jac: Callable, acts: Float[Tensor, "batch pos or
         Fss = torch.einsum('bsj,bzj->szj', f_hat, f_hat).to(torch.float64)
         J0 = J0.to(torch.float64)
         return torch.einsum('szj,tisj,tizj->ij', Fss, J0, J0)
+    if hasattr(jac, 'squared_edges') and acc == acts.dtype:
+        E = jac.squared_edges(x_proj, f_hat, C_next, C_pinv, alphas, weights)
+        if E is not None: return E
     per = J1[0].numel() * acts.element_size() * 4
     for s in range(0, B, c := _n_chunk(B, per, mem_budget)):
         J = None
