@@ -289,6 +289,9 @@ def M_dash_from_jacobian(jac: Callable,                         # `F.jacobian`: 
     if dir_range is None and hasattr(jac, 'M_dash_sum'): return jac.M_dash_sum(acts, alphas, weights, C_next)
     const = getattr(jac, 'constant', False)
     J1 = jac(acts[:1], C_next)
+    if hasattr(jac, 'M_dash_sum') and J1.shape[1] == 1:     # one output position: the sources are C_next's columns
+        Cn = C_next if C_next is not None else _eye(J1.shape[2], acts)
+        return jac.M_dash_sum(acts, alphas, weights, Cn[:, dir_range[0]:dir_range[1]])
     per = J1[0].numel() * acts.element_size() * 4
     M = torch.zeros(d, d, dtype=torch.float64, device=acts.device)
     for s in range(0, 1 if const else B, c := 1 if const else _n_chunk(B, per, mem_budget)):
