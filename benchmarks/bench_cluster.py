@@ -37,11 +37,12 @@ def make_workload(d: Path, p: int, d_model: int, d_mlp: int, frac: float) -> Pat
     return d/'lib_build.yaml'
 
 
-# each rank runs the lib_build command of lib_nb.cluster, then reports its CPU seconds (user + system) on stderr
-CHILD = '''import sys, resource, lib_nb.cluster as K
+# each rank runs the lib_build command of lib_nb.cluster, then writes its CPU seconds (user + system) to a file of
+# its own (lines written by several ranks to one pipe can interleave)
+CHILD = '''import os, sys, resource, lib_nb.cluster as K
 rc = K.main(sys.argv[1:])
 u = resource.getrusage(resource.RUSAGE_SELF)
-print('CPU_SECONDS', K.get_dist().rank, u.ru_utime + u.ru_stime, file=sys.stderr, flush=True)
+with open(os.path.join(os.environ['BENCH_CPU_DIR'], f'rank_{K.get_dist().rank}'), 'w') as f: f.write(str(u.ru_utime + u.ru_stime))
 sys.exit(rc)'''
 
 
@@ -84,14 +85,15 @@ def main(argv=None):
         base = None
         for k in a.ranks:
             out = tmp/f'{split}_{k}'
+            cpu_dir = tmp/f'cpu_{split}_{k}'; cpu_dir.mkdir()
             t0 = time.perf_counter()
             r = subprocess.run([str(mpiexec), '-n', str(k), sys.executable, '-c',
                                 CHILD, str(c), '--out', str(out), '-q'],
-                               capture_output=True, text=True, env=env)
+                               capture_output=True, text=True, env={**env, 'BENCH_CPU_DIR': str(cpu_dir)})
             wall = time.perf_counter() - t0
             if r.returncode != 0: sys.exit(f'mpiexec -n {k} failed:\n{r.stderr[-3000:]}')
             g = B.Graph.load(out)
-            cpu = dict(sorted((int(r), float(t)) for _, r, t in (l.split() for l in r.stderr.splitlines() if l.startswith('CPU_SECONDS'))))
+            cpu = {int(f.name.split('_')[1]): float(f.read_text()) for f in cpu_dir.iterdir()}
             build = sum(v for p, v in g.timings.items() if p != 'save')
             base = base or build
             first = first or g

@@ -134,7 +134,7 @@ def _mlp_block_jacobian(mlp_in, act, mlp_out, x: Tensor, Cn: Tensor, Pm: Tensor,
     U, PW = mlp_out.W_out @ Cn, Pm @ mlp_in.W_in                              # fixed: [m, r], [r_in, m]
     D = _dact(act.act, h)                                                    # [B, T, m]
     m, r, ri = U.shape[0], U.shape[1], PW.shape[0]
-    if m * r * ri * x.element_size() <= GEMM_TABLE_BYTES:                    # one GEMM: D @ (U ⊗ PWᵀ)
+    if m * r * ri * x.element_size() <= GEMM_TABLE_BYTES and B * len(tq) >= 16:   # one GEMM: D @ (U ⊗ PWᵀ)
         Q = (U[:, :, None] * PW.T[:, None, :]).reshape(m, r * ri)
         Jt = (D.reshape(-1, m) @ Q).view(B, len(tq), r, ri)
     else: Jt = torch.matmul(U.T, D[..., None] * PW.T)                        # [B, T, r, r_in]
@@ -220,7 +220,9 @@ def _mlp_block_M_dash(model: SectionedModel, l: int, acts: Tensor, alphas: list[
 
 def _mlp_block_squared_edges(model: SectionedModel, l: int, x_proj: Tensor, f_hat: Tensor, C_next: Tensor | None,
                              C_pinv: Tensor | None, alphas: list[float], weights: list[float],
-                             rows_per_chunk: int = 256) -> Tensor | None:
+                             rows_per_chunk: int = 256,
+                             cache: dict | None = None      # keeps the fixed table between the batches of one layer
+                            ) -> Tensor | None:
     "Eq. 20–21 for the MLP block: `Σ_x (f̂ ⊙ K)²`, `K = Σ_k w_k J_k = (Σ_k w_k ā'_k) @ (U ⊗ PW) + (Σ w) P C'`; None: too big."
     mods, ids = list(model.sections[f'section_{l}']), model._section_ids[f'section_{l}']
     mlp_in, act, mlp_out = mods[2], mods[3], mods[4]
@@ -232,7 +234,10 @@ def _mlp_block_squared_edges(model: SectionedModel, l: int, x_proj: Tensor, f_ha
     U, PW = mlp_out.W_out @ Cn, Pm @ mlp_in.W_in                              # [m, r], [r_in, m]
     m, r, ri = U.shape[0], U.shape[1], PW.shape[0]
     if m * r * ri * x_proj.element_size() > GEMM_TABLE_BYTES: return None
-    Q = (U[:, :, None] * PW.T[:, None, :]).reshape(m, r * ri)
+    key = (Cn, Pm)
+    hit = cache is not None and 'key' in cache and all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(cache['key'], key))
+    Q = cache['Q'] if hit else (U[:, :, None] * PW.T[:, None, :]).reshape(m, r * ri)
+    if cache is not None and not hit: cache.update(key=key, Q=Q)
     PCt = (Pm @ Cn).T * sum(weights)
     x, fh = x_proj[:, tq], f_hat[:, tq].reshape(-1, ri)
     Db = 0
@@ -260,9 +265,13 @@ def section_jacobian_fn(model: SectionedModel, l: int) -> Callable | None:
     if section_shape(model, l) is None: return None
     def jacobian(x, C_next=None, in_proj=None): return section_jacobian(model, l, x, C_next, in_proj)
     jacobian.constant = section_shape(model, l) == 'unembed'     # the same Jacobian at every point
+    lp, ids = model.last_pos_module_type, model._section_ids[f'section_{l}']
+    last_only = (lp == 'add_resid1' and section_shape(model, l) == 'attention') or (lp == 'unembed' and ids[-1].startswith('unembed'))
+    jacobian.n_out_positions = lambda P: 1 if last_only else P    # output positions T of an input with P positions
     if section_shape(model, l) == 'mlp':                          # M' and edges without per-sample Jacobians
         jacobian.M_dash_sum = lambda acts, alphas, weights, C_next=None: _mlp_block_M_dash(model, l, acts, alphas, weights, C_next)
-        jacobian.squared_edges = lambda *a: _mlp_block_squared_edges(model, l, *a)
+        table = {}
+        jacobian.squared_edges = lambda *a: _mlp_block_squared_edges(model, l, *a, cache=table)
     if section_shape(model, l) == 'attention':                    # eq. 20's Σ_s f̂ J without forming J; M' expanded
         jacobian.contract = _attn_contract_fn(model, l)
         mods = list(model.sections[f'section_{l}'])
@@ -288,10 +297,10 @@ def M_dash_from_jacobian(jac: Callable,                         # `F.jacobian`: 
     B, P, d = acts.shape
     if dir_range is None and hasattr(jac, 'M_dash_sum'): return jac.M_dash_sum(acts, alphas, weights, C_next)
     const = getattr(jac, 'constant', False)
-    J1 = jac(acts[:1], C_next)
-    if hasattr(jac, 'M_dash_sum') and J1.shape[1] == 1:     # one output position: the sources are C_next's columns
-        Cn = C_next if C_next is not None else _eye(J1.shape[2], acts)
+    if hasattr(jac, 'M_dash_sum') and jac.n_out_positions(P) == 1:   # one output position: the sources are C_next's columns
+        Cn = C_next if C_next is not None else _eye(jac(acts[:1])[0].shape[1], acts)
         return jac.M_dash_sum(acts, alphas, weights, Cn[:, dir_range[0]:dir_range[1]])
+    J1 = jac(acts[:1], C_next)
     per = J1[0].numel() * acts.element_size() * 4
     M = torch.zeros(d, d, dtype=torch.float64, device=acts.device)
     for s in range(0, 1 if const else B, c := 1 if const else _n_chunk(B, per, mem_budget)):
@@ -320,17 +329,18 @@ def squared_edges_from_jacobian(jac: Callable, acts: Float[Tensor, "batch pos or
     if out_range is not None:
         Cn = C_next if C_next is not None else _eye(jac(acts[:1])[0].shape[1], acts)
         C_next = Cn[:, out_range[0]:out_range[1]]
+    acc = accumulator_dtype or acts.dtype
+    if hasattr(jac, 'squared_edges') and acc == acts.dtype:
+        E = jac.squared_edges(x_proj, f_hat, C_next, C_pinv, alphas, weights)
+        if E is not None: return E
     J1 = jac(x_proj[:1], C_next, C_pinv)
-    rows, acc = J1.shape[2], accumulator_dtype or acts.dtype
+    rows = J1.shape[2]
     E = torch.zeros(rows, r, dtype=torch.float64, device=acts.device)
     if getattr(jac, 'constant', False) and acc == acts.dtype:               # E = Σ_{s,s'} (Σ_x f̂_s f̂_s') Σ_t J_s J_s'
         J0 = sum(w * jac(x_proj[:1] * a, C_next, C_pinv)[0] for a, w in zip(alphas, weights))  # [T, rows, P, r_in]
         Fss = torch.einsum('bsj,bzj->szj', f_hat, f_hat).to(torch.float64)
         J0 = J0.to(torch.float64)
         return torch.einsum('szj,tisj,tizj->ij', Fss, J0, J0)
-    if hasattr(jac, 'squared_edges') and acc == acts.dtype:
-        E = jac.squared_edges(x_proj, f_hat, C_next, C_pinv, alphas, weights)
-        if E is not None: return E
     per = J1[0].numel() * acts.element_size() * 4
     for s in range(0, B, c := _n_chunk(B, per, mem_budget)):
         J = None
