@@ -91,11 +91,11 @@ class _Accumulator:
             self.total = other.total.clone() if self.total is None else self.total + other.total.to(self.total.device)
             self.count, self.dtype, self.n_pos = self.count + other.count, other.dtype, other.n_pos
         return self
-    def result(self) -> Tensor:
-        "The normalised sum, in the activations' dtype."
+    def result(self, dtype: torch.dtype | None = None) -> Tensor:
+        "The normalised sum, in the activations' dtype (or `dtype`: float64 keeps the accumulator's precision)."
         if self.total is None: raise ValueError('no batches were added')
         t = self.total if self.n_samples is not None else self.total / (self.count * self.n_pos)
-        return t.to(self.dtype)
+        return t.to(dtype or self.dtype)
 
 class MeanAccumulator(_Accumulator):
     "Dataset mean of a node layer over samples and positions (eq. 1)."
@@ -192,6 +192,7 @@ def pca_basis(gram: Float[Tensor, "orig orig"],      # the node layer's gram (eq
              ) -> PCABasis:
     "Gram eigen-decomposition (eq. 3), first truncation, centring and whitening (eq. 4–5)."
     if center and mean is None: raise LibConfigError('center', 'centring needs the dataset mean', 'pass mean=dataset_mean(...)')
+    dtype, gram = gram.dtype, gram.to(torch.float64)                       # §2.13: eigen-work in float64, cast at the end
     D_, U_ = eig_masked(gram, 1) if isolate_ln_var else eig_desc(gram)
     if center: D_, U_ = move_constant_first(D_, U_)
     m = int(center) + int(isolate_ln_var)
@@ -203,7 +204,7 @@ def pca_basis(gram: Float[Tensor, "orig orig"],      # the node layer's gram (eq
     if center: Y, Y_inv = centering_matrix(mean.to(gram.dtype))
     else: Y = Y_inv = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
     W, W_pinv = Y @ U, U.T @ Y_inv
-    return PCABasis(W, W_pinv, W / D.sqrt(), D.sqrt()[:, None] * W_pinv, D, m)
+    return PCABasis(*(t.to(dtype) for t in (W, W_pinv, W / D.sqrt(), D.sqrt()[:, None] * W_pinv, D)), m)
 
 # %% ../nbs/04_bases.ipynb #5750f795
 BASIS_FORMULAS = ('jacobian', '(1-0)*alpha', '(1-alpha)^2', 'svd', 'neuron')

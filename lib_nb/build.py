@@ -728,8 +728,10 @@ def means_and_grams(cfg: BuildConfig,             # the build config
         accs = [MeanAccumulator(N) for n in names if n != 'output']
         for acts in _bar(store.all_layers(bs), progress, 'means', -(-N // bs)):
             for a, x in zip(accs, acts): a.add(x)
+        mean64 = {n: a.result(torch.float64) for n, a in zip(names, accs)}
         mean = {n: a.result() for n, a in zip(names, accs)}
-    accs = [GramAccumulator(N, mean.get(n)) for n in names]
+    # the gram is centred with the float64 mean: in half precision the rounded mean would leave G[-1, :-1] ~ 1e-3
+    accs = [GramAccumulator(N, mean64.get(n) if cfg.center else None) for n in names]
     for acts in _bar(store.all_layers(bs), progress, 'grams', -(-N // bs)):
         for a, x in zip(accs, acts): a.add(x)
     return mean, {n: a.result() for n, a in zip(names, accs)}

@@ -197,14 +197,18 @@ def dist_means_and_grams(cfg: B.BuildConfig, stores: _Stores, gds, dist: SingleP
     mean = {}
     if cfg.center:
         parts = collect(dist, 'means', lambda: local(lambda n: MeanAccumulator(N)))
-        mean = _reduced(names, parts, skip='output')
-    parts = collect(dist, 'grams', lambda: local(lambda n: GramAccumulator(N, mean.get(n))))
+        mean64 = _reduced(names, parts, skip='output', keep_float64=True)
+        dt = next(p for p in parts if p is not None)[0][1]                  # the run dtype
+        mean = {n: m.to(dt) for n, m in mean64.items()}
+    # the grams are centred with the float64 mean, as in `lib_nb.build.means_and_grams`
+    parts = collect(dist, 'grams', lambda: local(lambda n: GramAccumulator(N, mean64.get(n) if cfg.center else None)))
     return mean, _reduced(names, parts)
 
-def _reduced(names, parts, skip=None) -> dict[str, Tensor]:
-    "Per-layer sums of the ranks' float64 totals, cast to the run dtype."
+def _reduced(names, parts, skip=None, keep_float64: bool = False) -> dict[str, Tensor]:
+    "Per-layer sums of the ranks' float64 totals, cast to the run dtype (or kept in float64)."
     parts = [p for p in parts if p is not None]
-    return {n: sum_in_order([p[i][0] for p in parts]).to(parts[0][i][1]) for i, n in enumerate(names) if n != skip}
+    return {n: (lambda t: t if keep_float64 else t.to(parts[0][i][1]))(sum_in_order([p[i][0] for p in parts]))
+            for i, n in enumerate(names) if n != skip}
 
 # %% ../nbs/09_cluster.ipynb #62adecef
 def _seed(cfg: B.BuildConfig, dist: SingleProcess) -> int:

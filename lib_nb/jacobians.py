@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .core import Float
-from .models import SectionedModel, SequentialTransformer, MLP, Layer, module_type
+from .models import SectionedModel, SequentialTransformer, MLP, Layer, module_type, _hp
 
 # %% auto #0
 __all__ = ['GEMM_TABLE_BYTES', 'section_shape', 'section_jacobian', 'section_jacobian_fn', 'M_dash_from_jacobian',
@@ -29,11 +29,11 @@ def _attn_parts(attn_in, attn_out, x: Tensor, Cn: Tensor, Pm: Tensor, last_only:
     H, dh, scale = attn_out.n_heads, attn_out.d_head, attn_out.scale
     WQ, WK, WV, WO = attn_in.W_Q, attn_in.W_K, attn_in.W_V, attn_out.W_O
     q, k, v = attn_in._proj(x, WQ, attn_in.b_Q), attn_in._proj(x, WK, attn_in.b_K), attn_in._proj(x, WV, attn_in.b_V)
-    scores = torch.einsum('bqhe,bkhe->bhqk', q, k) / scale
+    scores = torch.einsum('bqhe,bkhe->bhqk', q.to(_hp(q)), k.to(_hp(k))) / scale          # §2.13: float32 in half precision
     qi, ki = torch.arange(P, device=x.device)[:, None], torch.arange(P, device=x.device)[None, :]
     keep = ki <= qi
     if attn_out.window is not None: keep = keep & (ki > qi - attn_out.window)
-    A = torch.where(keep, scores, torch.tensor(float('-inf'), dtype=x.dtype, device=x.device)).softmax(-1)
+    A = torch.where(keep, scores, torch.tensor(float('-inf'), dtype=scores.dtype, device=x.device)).softmax(-1).to(x.dtype)
     tq = [P - 1] if last_only else list(range(P))
     A, qt, T = A[:, :, tq], q[:, tq], len(tq)                                # [B, H, T, P], [B, T, H, dh]
     WOC = WO @ Cn                                                            # [H, dv, r]    (fixed)

@@ -431,15 +431,20 @@ class SeqConfig:
 def _param(t: Tensor | None) -> nn.Parameter | None:
     return None if t is None else nn.Parameter(t, requires_grad=False)
 
+def _hp(t: Tensor) -> torch.dtype:
+    "The dtype §2.13 computes scores and LayerNorms in: float32 for half-precision tensors, else their own."
+    return torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
+
 def _var(r: Tensor, d: int) -> Tensor:
-    xc = r[..., :d] - r[..., :d].mean(-1, keepdim=True)
-    return xc.pow(2).mean(-1, keepdim=True)
+    x = r[..., :d].to(_hp(r))
+    xc = x - x.mean(-1, keepdim=True)
+    return xc.pow(2).mean(-1, keepdim=True).to(r.dtype)
 
 def _layer_norm(r: Tensor, var: Tensor, d: int, eps: float, folded: bool) -> Tensor:
-    x = r[..., :d]
+    x = r[..., :d].to(_hp(r))
     if not torch._C._functorch.is_functorch_wrapped_tensor(var) and not var.requires_grad and bool((var < 0).any()):
         warnings.warn('LayerNorm variance < 0 (an ablation?); clamped to 0')
-    y = (x - x.mean(-1, keepdim=True)) / (var.clamp(min=0) + eps).sqrt()
+    y = ((x - x.mean(-1, keepdim=True)) / (var.to(x.dtype).clamp(min=0) + eps).sqrt()).to(r.dtype)
     return torch.cat([y, torch.ones_like(y[..., :1])], dim=-1) if folded else y
 
 class Embed(nn.Module):
@@ -517,13 +522,13 @@ class AttnOut(nn.Module):
     def forward(self, q, k, v, r):
         H = self.n_heads
         q, k, v = q.unflatten(-1, (H, self.d_head)), k.unflatten(-1, (H, self.d_head)), v.unflatten(-1, (H, -1))
-        scores = torch.einsum('bqhe,bkhe->bhqk', q, k) / self.scale
+        scores = torch.einsum('bqhe,bkhe->bhqk', q.to(_hp(q)), k.to(_hp(k))) / self.scale   # float32 in half precision
         P = q.shape[-3]
         qi, ki = torch.arange(P, device=q.device)[:, None], torch.arange(P, device=q.device)[None, :]
         keep = ki <= qi
         if self.window is not None: keep = keep & (ki > qi - self.window)
         scores = torch.where(keep, scores, torch.tensor(float('-inf'), dtype=scores.dtype, device=scores.device))
-        z = torch.einsum('bhqk,bkhe->bqhe', scores.softmax(-1), v)
+        z = torch.einsum('bhqk,bkhe->bqhe', scores.softmax(-1).to(v.dtype), v)
         y = torch.einsum('bqhe,hed->bqd', z, self.W_O)
         return (y if self.b_O is None else y + self.b_O, r)
     def extra_repr(self): return f'n_heads={self.n_heads}, d_head={self.d_head}, scale={self.scale:.4g}, window={self.window}'
