@@ -116,10 +116,8 @@ def graph_view(g,                           # GraphView | results path | Graph-l
                                  "e.g. {('ln1.0', 'ln2.0'): E_hat}")
         E = {k: torch.as_tensor(v) for k, v in g.items()}
         view = GraphView(_layers_from_pairs(list(E)), E, name=name or 'graph')
-    elif hasattr(g, 'save'):                # a lib_nb.build.Graph: read it through its own results format
-        import tempfile
-        with tempfile.TemporaryDirectory() as d:
-            g.save(d); t, meta = load_results(d)
+    elif hasattr(g, 'tensors') and hasattr(g, 'meta'):   # a lib_nb.build.Graph: its results-file tensors and JSON
+        t, meta = g.tensors(), g.meta()
         view = _view_from_results(t, meta, name or meta.get('exp_name') or 'graph')
     else:
         raise LibConfigError('g', f'cannot read a graph from {type(g).__name__}',
