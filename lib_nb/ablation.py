@@ -779,62 +779,47 @@ def edges_for_strength(E_hat: Float[Tensor, "rib_out rib_in"],  # one edge block
     return {f: int(torch.searchsorted(cum, torch.tensor(f, dtype=cum.dtype)).item()) + 1 for f in fractions}
 
 # %% ../nbs/07_ablation.ipynb #2b25380a
-def plot_node_ablation(curves: dict[str, AblationResult],  # legend label -> a node ablation (same layers)
-                       threshold: float | None = None,      # the chosen score threshold, drawn dotted
-                       title: str = 'Node ablation'):
-    "Score against basis vectors kept, one panel per node layer, one line per basis; baseline and threshold drawn."
+_COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e']
+
+def _ablation_panels(curves: dict[str, AblationResult], titles: list[str], threshold: float | None, title: str,
+                     x_title: str, log_x: bool = False, bisect_lines: bool = False):
+    "One panel per ablated layer (or block), one line per curve; the baseline and the threshold labelled once."
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
     first = next(iter(curves.values()))
     layers = list(first.results)
-    fig = make_subplots(rows=1, cols=len(layers), subplot_titles=layers, shared_yaxes=True)
-    colors = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e']
+    fig = make_subplots(rows=1, cols=len(layers), subplot_titles=titles, shared_yaxes=True)
     for i, layer in enumerate(layers, start=1):
         for j, (name, res) in enumerate(curves.items()):
             r = res.results.get(layer)
             if not r: continue
-            ks = sorted(r)
+            ks, c = sorted(r), _COLORS[j % len(_COLORS)]
             fig.add_trace(go.Scatter(x=ks, y=[r[k] for k in ks], mode='lines+markers', name=name, legendgroup=name,
-                                     showlegend=i == 1, marker=dict(size=4), line=dict(color=colors[j % len(colors)])),
-                          row=1, col=i)
-        fig.add_hline(y=first.no_ablation_result, line=dict(dash='dash', color='gray'), row=1, col=i,
-                      annotation_text='no ablation' if i == 1 else None)
-        if threshold is not None:
-            fig.add_hline(y=threshold, line=dict(dash='dot', color='black'), row=1, col=i,
-                          annotation_text=f'threshold {threshold}' if i == 1 else None, annotation_position='bottom right')
-        fig.update_xaxes(title_text='directions kept', row=1, col=i)
+                                     showlegend=i == 1, marker=dict(size=5), line=dict(color=c)), row=1, col=i)
+            if bisect_lines and res.n_edges_required and layer in res.n_edges_required:
+                fig.add_vline(x=res.n_edges_required[layer], line=dict(dash='dot', color=c), row=1, col=i)
+        label = dict(annotation_text='no ablation') if i == 1 else {}        # no label kwargs at all elsewhere:
+        fig.add_hline(y=first.no_ablation_result, line=dict(dash='dash', color='gray'), row=1, col=i, **label)
+        if threshold is not None:                                          # plotly fills a bare position with 'new text'
+            label = dict(annotation_text=f'threshold {threshold:.4g}', annotation_position='bottom right') if i == 1 else {}
+            fig.add_hline(y=threshold, line=dict(dash='dot', color='black'), row=1, col=i, **label)
+        fig.update_xaxes(title_text=x_title, row=1, col=i, **(dict(type='log') if log_x else {}))
     fig.update_yaxes(title_text=first.config.eval_type, row=1, col=1)
     fig.update_layout(title=title, height=380, width=330 * len(layers) + 120, template='plotly_white')
     return fig
+
+def plot_node_ablation(curves: dict[str, AblationResult],  # legend label -> a node ablation (same layers)
+                       threshold: float | None = None,      # the chosen score threshold, drawn dotted
+                       title: str = 'Node ablation'):
+    "Score against basis vectors kept, one panel per node layer, one line per basis; baseline and threshold drawn."
+    layers = list(next(iter(curves.values())).results)
+    return _ablation_panels(curves, layers, threshold, title, 'directions kept')
 
 def plot_edge_ablation(curves: dict[str, AblationResult],  # legend label -> an edge ablation (same blocks)
                        threshold: float | None = None,      # the chosen score threshold, drawn dotted
                        title: str = 'Edge ablation'):
     "Score against edges kept (log axis), one panel per edge block; baseline, threshold and bisect answers drawn."
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
     first = next(iter(curves.values()))
-    layers = list(first.results)
     nl = first.config.ablation_node_layers
-    names = [f'{l} → {nl[nl.index(l) + 1]}' if l in nl and nl.index(l) + 1 < len(nl) else l for l in layers]
-    fig = make_subplots(rows=1, cols=len(layers), subplot_titles=names, shared_yaxes=True)
-    colors = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e']
-    for i, layer in enumerate(layers, start=1):
-        for j, (name, res) in enumerate(curves.items()):
-            r = res.results.get(layer)
-            if not r: continue
-            ks = sorted(r)
-            c = colors[j % len(colors)]
-            fig.add_trace(go.Scatter(x=ks, y=[r[k] for k in ks], mode='lines+markers', name=name, legendgroup=name,
-                                     showlegend=i == 1, marker=dict(size=5), line=dict(color=c)), row=1, col=i)
-            if res.n_edges_required and layer in res.n_edges_required:
-                fig.add_vline(x=res.n_edges_required[layer], line=dict(dash='dot', color=c), row=1, col=i)
-        fig.add_hline(y=first.no_ablation_result, line=dict(dash='dash', color='gray'), row=1, col=i,
-                      annotation_text='no ablation' if i == 1 else None)
-        if threshold is not None:
-            fig.add_hline(y=threshold, line=dict(dash='dot', color='black'), row=1, col=i,
-                          annotation_text=f'threshold {threshold:.4f}' if i == 1 else None, annotation_position='bottom right')
-        fig.update_xaxes(title_text='edges kept', type='log', row=1, col=i)
-    fig.update_yaxes(title_text=first.config.eval_type, row=1, col=1)
-    fig.update_layout(title=title, height=380, width=330 * len(layers) + 120, template='plotly_white')
-    return fig
+    names = [f'{l} → {nl[nl.index(l) + 1]}' if l in nl and nl.index(l) + 1 < len(nl) else l for l in first.results]
+    return _ablation_panels(curves, names, threshold, title, 'edges kept', log_x=True, bisect_lines=True)
