@@ -21,11 +21,11 @@ from .core import (LibConfigError, atomic_path, default_device, dtype_name, pars
 _log = logging.getLogger('lib_nb.build')
 
 # %% auto #0
-__all__ = ['BASIS_FORMULAS', 'EDGE_FORMULAS', 'INTEGRATION_RULES', 'PATH_FIELDS', 'GRAM_FIELDS', 'BASIS_FIELDS',
+__all__ = ['BASIS_FORMULAS', 'EDGE_FORMULAS', 'INTEGRATION_RULES', 'PATH_FIELDS', 'GRAM_FIELDS', 'BASIS_FIELDS', 'TENSOR_KINDS',
            'ACT_CACHE_BYTES', 'BuildConfig', 'load_config', 'resolve_integration', 'file_sha256', 'config_differences',
            'check_resume', 'Graph', 'read_result_meta', 'load_model', 'load_datasets', 'ActivationStore',
-           'means_and_grams', 'compute_bases', 'compute_edges', 'result_dir', 'peak_memory_mb', 'evaluate',
-           'build_graph', 'summary', 'main']
+           'isolates_ln_var', 'means_and_grams', 'progress_bar', 'section_chain', 'compute_bases', 'compute_edges',
+           'result_dir', 'peak_memory_mb', 'PhaseTimer', 'evaluate', 'build_graph', 'summary', 'main']
 
 # %% ../nbs/06_build.ipynb #fdd3c859
 BASIS_FORMULAS = ('jacobian', '(1-0)*alpha', '(1-alpha)^2', 'svd', 'neuron')
@@ -378,7 +378,7 @@ def check_resume(c: BuildConfig, field: str):
                              'resume only with the config that made it, or recompute (set the path to null)')
 
 # %% ../nbs/06_build.ipynb #f69cf1b5
-_TENSOR_KINDS = ('mean', 'gram', 'C', 'C_pinv', 'W', 'W_pinv', 'V', 'Lambda')
+TENSOR_KINDS = ('mean', 'gram', 'C', 'C_pinv', 'W', 'W_pinv', 'V', 'Lambda')
 _STAGES = ('grams', 'bases', 'edges')
 
 @dataclass(eq=False)
@@ -420,7 +420,7 @@ class Graph:
     def rotation(self, n: str):
         "The `lib_nb.bases.InteractionRotation` of node layer `n` (absent matrices are None)."
         from lib_nb.bases import InteractionRotation
-        return InteractionRotation(n, self.orig_dims[n], *(getattr(self, k).get(n) for k in _TENSOR_KINDS[2:]))
+        return InteractionRotation(n, self.orig_dims[n], *(getattr(self, k).get(n) for k in TENSOR_KINDS[2:]))
 
     def top_edges(self, k: int = 5, skip_constant: bool | None = None) -> list[tuple[str, int, str, int, float]]:
         "The `k` largest |Ê| entries of all blocks as (in layer, in node, out layer, out node, value)."
@@ -466,7 +466,7 @@ class Graph:
 
     def tensors(self) -> dict[str, Tensor]:
         "Every tensor under its safetensors key (`C/ln1.0`, `E_hat/ln1.0->ln2.0`, ...)."
-        out = {f'{k}/{n}': t for k in _TENSOR_KINDS for n, t in getattr(self, k).items()}
+        out = {f'{k}/{n}': t for k in TENSOR_KINDS for n, t in getattr(self, k).items()}
         out |= {f'E_hat/{a}->{b}': E for (a, b), E in self.E_hat.items()}
         return {k: v.detach().cpu().clone().contiguous() for k, v in out.items()}   # clone: svd's C and W share memory
 
@@ -500,7 +500,7 @@ class Graph:
         for key, t in tensors.items():
             kind, name = key.split('/', 1)
             if kind == 'E_hat': g.E_hat[tuple(name.split('->'))] = t
-            elif kind in _TENSOR_KINDS: getattr(g, kind)[name] = t
+            elif kind in TENSOR_KINDS: getattr(g, kind)[name] = t
             else: raise ValueError(f'unknown tensor key {key!r} in the results file')
         order = [(e['in_node_layer'], e['out_node_layer']) for e in meta.get('edges', [])]
         g.E_hat = {k: g.E_hat[k] for k in order if k in g.E_hat} | {k: v for k, v in g.E_hat.items() if k not in order}
@@ -515,7 +515,7 @@ class Graph:
     def to_reference_dict(self) -> dict:
         "The reference's results dict (spec §6.3), loadable with `torch.load(weights_only=True)`."
         centred = self.config.get('center', bool(self.mean))
-        rot = [dict(node_layer=n, orig_dim=self.orig_dims[n], **{k: getattr(self, k).get(n) for k in _TENSOR_KINDS[2:]})
+        rot = [dict(node_layer=n, orig_dim=self.orig_dims[n], **{k: getattr(self, k).get(n) for k in TENSOR_KINDS[2:]})
                for n in self.node_layers]
         tm = self.meta()
         return dict(exp_name=self.exp_name, mean_vectors=dict(self.mean) if centred else None, gram_matrices=dict(self.gram),
@@ -544,7 +544,7 @@ class Graph:
         if d.get('dist_info'): g.dist_info = d['dist_info']
         g.mean = dict(d.get('mean_vectors') or {}); g.gram = dict(grams)
         for r in rots:
-            for k in _TENSOR_KINDS[2:]:
+            for k in TENSOR_KINDS[2:]:
                 if r.get(k) is not None: getattr(g, k)[r['node_layer']] = r[k]
         g.E_hat = {(e['in_node_layer'], e['out_node_layer']): e['E_hat'] for e in d.get('edges') or []}
         g.timings = {k: 60 * d[m] for k, m in (('grams', 'calc_grams_time'), ('bases', 'calc_C_time'),
@@ -712,7 +712,8 @@ class ActivationStore:
         with torch.no_grad(): return self.model(x)
 
 # %% ../nbs/06_build.ipynb #33f231f5
-def _isolate(cfg: BuildConfig, n: str) -> bool:
+def isolates_ln_var(cfg: BuildConfig, n: str) -> bool:
+    "Whether node layer `n` keeps its LN-variance direction apart (`isolate_ln_var` and an ln1_out/ln2_out layer)."
     return bool(cfg.isolate_ln_var) and n.split('.')[0] in ('ln1_out', 'ln2_out')
 
 def means_and_grams(cfg: BuildConfig,             # the build config
@@ -726,23 +727,24 @@ def means_and_grams(cfg: BuildConfig,             # the build config
     mean = {}
     if cfg.center:
         accs = [MeanAccumulator(N) for n in names if n != 'output']
-        for acts in _bar(store.all_layers(bs), progress, 'means', -(-N // bs)):
+        for acts in progress_bar(store.all_layers(bs), progress, 'means', -(-N // bs)):
             for a, x in zip(accs, acts): a.add(x)
         mean64 = {n: a.result(torch.float64) for n, a in zip(names, accs)}
         mean = {n: a.result() for n, a in zip(names, accs)}
     # the gram is centred with the float64 mean: in half precision the rounded mean would leave G[-1, :-1] ~ 1e-3
     accs = [GramAccumulator(N, mean64.get(n) if cfg.center else None) for n in names]
-    for acts in _bar(store.all_layers(bs), progress, 'grams', -(-N // bs)):
+    for acts in progress_bar(store.all_layers(bs), progress, 'grams', -(-N // bs)):
         for a, x in zip(accs, acts): a.add(x)
     return mean, {n: a.result() for n, a in zip(names, accs)}
 
-def _bar(it, progress: bool, desc: str, total: int | None = None):
+def progress_bar(it, progress: bool, desc: str, total: int | None = None):
+    "`it` wrapped in a tqdm bar when `progress` (imported only then), else `it` itself."
     if not progress: return it
     from tqdm.auto import tqdm
     return tqdm(it, desc=desc, total=total, leave=False, file=sys.stderr)
 
 # %% ../nbs/06_build.ipynb #0707e0c3
-def _chain(model, l: int, upto: int) -> Callable[[Tensor], Tensor]:
+def section_chain(model, l: int, upto: int) -> Callable[[Tensor], Tensor]:
     "Sections l..upto-1 composed: node layer l -> node layer upto; one section carries its exact `F.jacobian` when known."
     def F(x):
         for k in range(l, upto): x = model.section(k, x)
@@ -768,13 +770,13 @@ def compute_bases(cfg: BuildConfig, model, store: ActivationStore, mean: dict, g
     rots = {}
     if cfg.rotate_final_node_layer:
         c = cfg.center and last != 'output'
-        rots[last] = svd_rotation(pca_basis(gram[last], mean.get(last), tau, c, _isolate(cfg, last) and c), last)
+        rots[last] = svd_rotation(pca_basis(gram[last], mean.get(last), tau, c, isolates_ln_var(cfg, last) and c), last)
     else: rots[last] = absent_rotation(widths[last], last)
-    for l in _bar(list(reversed(range(L - 1))), progress, 'bases'):
+    for l in progress_bar(list(reversed(range(L - 1))), progress, 'bases'):
         n = nl[l]
-        F, C_next = (_chain(model, l, L - 1), rots[last].C) if cfg.naive_gradient_flow else (_chain(model, l, l + 1), rots[nl[l + 1]].C)
+        F, C_next = (section_chain(model, l, L - 1), rots[last].C) if cfg.naive_gradient_flow else (section_chain(model, l, l + 1), rots[nl[l + 1]].C)
         rots[n] = layer_basis(F, store.batches(l, cfg.batch_size), gram[n], mean.get(n), C_next, cfg.basis_formula, tau,
-                              rules[n], cfg.n_intervals, cfg.center, _isolate(cfg, n), n, n_samples=store.n_samples,
+                              rules[n], cfg.n_intervals, cfg.center, isolates_ln_var(cfg, n), n, n_samples=store.n_samples,
                               n_sources_pos=cfg.n_stochastic_sources_basis_pos,
                               n_sources_hidden=cfg.n_stochastic_sources_basis_hidden, generator=generator,
                               **_chunking(max_chunk, l))
@@ -791,9 +793,9 @@ def compute_edges(cfg: BuildConfig, model, store: ActivationStore, g: Graph,
     nl = cfg.node_layers
     rules = resolve_integration(cfg.integration_method, nl)
     out = {}
-    for l in _bar(range(len(nl) - 1), progress, 'edges'):
+    for l in progress_bar(range(len(nl) - 1), progress, 'edges'):
         a, b = nl[l], nl[l + 1]
-        e = edges(_chain(model, l, l + 1), store.batches(l, cfg.edge_batch_size or cfg.batch_size), g.C.get(a), g.C_pinv.get(a),
+        e = edges(section_chain(model, l, l + 1), store.batches(l, cfg.edge_batch_size or cfg.batch_size), g.C.get(a), g.C_pinv.get(a),
                   g.C.get(b), cfg.edge_formula, rules[a], cfg.n_intervals, n_samples=store.n_samples,
                   n_sources=cfg.n_stochastic_sources_edges, generator=generator, accumulator_dtype=cfg.edge_accumulator_dtype,
                   in_node_layer=a, out_node_layer=b, **_chunking(max_chunk, l))
@@ -814,7 +816,7 @@ def peak_memory_mb(device: torch.device | None = None) -> float:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == 'darwin' else rss / 1024
 
-class _Phases:
+class PhaseTimer:
     "Wall-clock seconds per phase (synchronising CUDA), logged as each ends."
     def __init__(self, device, on_phase=None, budget=None):
         self.t, self.device, self.on_phase, self.budget = {}, torch.device(device), on_phase, budget
@@ -861,7 +863,7 @@ def build_graph(config: BuildConfig | dict | str | Path, # a BuildConfig, a dict
         raise FileExistsError(f'{dest} already holds a result; pass force=True (CLI: --force) to replace it')
     device = torch.device(device) if device is not None else default_device()
     if device.type == 'cuda': torch.cuda.reset_peak_memory_stats(device)
-    ph = _Phases(device, on_phase, cfg.max_memory_gb)
+    ph = PhaseTimer(device, on_phase, cfg.max_memory_gb)
     _log.info('build %s: node layers %s, basis %s, %s on %s', cfg.exp_name, cfg.node_layers, cfg.basis_formula, cfg.dtype, device)
     with ph('load'):
         model, model_cfg = load_model(cfg, model, device)
@@ -896,13 +898,13 @@ def build_graph(config: BuildConfig | dict | str | Path, # a BuildConfig, a dict
     else:
         with ph('grams'): g.mean, g.gram = means_and_grams(cfg, gstore, progress)
     if cfg.interaction_matrices_path is not None:
-        for k in _TENSOR_KINDS[2:]: setattr(g, k, {n: t.to(device) for n, t in getattr(prev, k).items()})
+        for k in TENSOR_KINDS[2:]: setattr(g, k, {n: t.to(device) for n, t in getattr(prev, k).items()})
         g.stage = 'bases'
         _log.info('bases loaded from %s', resume)
     elif cfg.calculate_Cs:
         gen = seeded_generator(cfg.seed, device) if cfg.n_stochastic_sources_basis_pos or cfg.n_stochastic_sources_basis_hidden else None
         with ph('bases'): rots = compute_bases(cfg, model, store, g.mean, g.gram, gen, progress, plan and plan.max_chunk)
-        for k in _TENSOR_KINDS[2:]: setattr(g, k, {n: getattr(r, k) for n, r in rots.items() if getattr(r, k) is not None})
+        for k in TENSOR_KINDS[2:]: setattr(g, k, {n: getattr(r, k) for n, r in rots.items() if getattr(r, k) is not None})
         g.stage = 'bases'
     if cfg.calculate_edges:
         gen = seeded_generator(cfg.seed, device) if cfg.n_stochastic_sources_edges else None
@@ -911,7 +913,7 @@ def build_graph(config: BuildConfig | dict | str | Path, # a BuildConfig, a dict
     g.timings = dict(ph.t)
     g.extra.update(peak_mem_mb=peak_memory_mb(device), device=str(device))
     g.mean, g.gram = {k: v.cpu() for k, v in g.mean.items()}, {k: v.cpu() for k, v in g.gram.items()}
-    for k in _TENSOR_KINDS[2:]: setattr(g, k, {n: t.cpu() for n, t in getattr(g, k).items()})
+    for k in TENSOR_KINDS[2:]: setattr(g, k, {n: t.cpu() for n, t in getattr(g, k).items()})
     g.E_hat = {k: v.cpu() for k, v in g.E_hat.items()}
     if dest is not None:
         with ph('save'): g.save(dest, force=True)

@@ -16,6 +16,7 @@ from .core import LibConfigError, chunk_bounds, default_device, seeded_generator
 import lib_nb.build as B
 
 _log = logging.getLogger('lib_nb.cluster')
+_build_log = logging.getLogger('lib_nb.build')   # the per-layer lines a single-process build logs
 
 # %% auto #0
 __all__ = ['MPI_INSTALL', 'MPI_ENV_VARS', 'FAIL_ENV', 'DistributedBuildError', 'SingleProcess', 'sum_in_order', 'import_mpi',
@@ -229,18 +230,18 @@ def dist_compute_bases(cfg: B.BuildConfig, model, stores: _Stores, ds, mean: dic
     last, widths = nl[-1], dict(zip(nl, model.node_widths()))
     if cfg.rotate_final_node_layer:
         c = cfg.center and last != 'output'
-        rots = {last: svd_rotation(pca_basis(gram[last], mean.get(last), tau, c, B._isolate(cfg, last) and c), last)}
+        rots = {last: svd_rotation(pca_basis(gram[last], mean.get(last), tau, c, B.isolates_ln_var(cfg, last) and c), last)}
     else: rots = {last: absent_rotation(widths[last], last)}
     rots[last] = dist.bcast(rots[last])
-    for l in B._bar(list(reversed(range(L - 1))), progress and dist.rank == 0, 'bases'):
+    for l in B.progress_bar(list(reversed(range(L - 1))), progress and dist.rank == 0, 'bases'):
         n = nl[l]
-        F, C_next = ((B._chain(model, l, L - 1), rots[last].C) if cfg.naive_gradient_flow
-                     else (B._chain(model, l, l + 1), rots[nl[l + 1]].C))   # _chain attaches exact section Jacobians
+        F, C_next = ((B.section_chain(model, l, L - 1), rots[last].C) if cfg.naive_gradient_flow
+                     else (B.section_chain(model, l, l + 1), rots[nl[l + 1]].C))   # _chain attaches exact section Jacobians
         if cfg.basis_formula in ('svd', 'neuron'):
             rot = layer_basis(F, None, gram[n], mean.get(n), C_next, cfg.basis_formula, tau, rules[n], cfg.n_intervals,
-                              cfg.center, B._isolate(cfg, n), n)
+                              cfg.center, B.isolates_ln_var(cfg, n), n)
         else:
-            pca = pca_basis(gram[n], mean.get(n), tau, cfg.center, B._isolate(cfg, n))
+            pca = pca_basis(gram[n], mean.get(n), tau, cfg.center, B.isolates_ln_var(cfg, n))
             def local():
                 if store is None: return None
                 kw = dict(n_samples=N, n_sources_pos=Rp, n_sources_hidden=Rh, generator=gen)
@@ -254,7 +255,7 @@ def dist_compute_bases(cfg: B.BuildConfig, model, stores: _Stores, ds, mean: dic
             Ld = sum_in_order([p[1] for p in parts])
             rot = interaction_rotation(sum_in_order([p[0] for p in parts]), pca, tau, cfg.basis_formula, Ld, n)
         rots[n] = dist.bcast(rot)   # rank 0's basis everywhere, even where another host's eigh rounds differently
-        B._log.info('basis %s: orig %d -> rib %s', n, widths[n], rots[n].rib)
+        _build_log.info('basis %s: orig %d -> rib %s', n, widths[n], rots[n].rib)
     return {n: rots[n] for n in nl}
 
 # %% ../nbs/09_cluster.ipynb #eb9e65f9
@@ -269,7 +270,7 @@ def dist_compute_edges(cfg: B.BuildConfig, model, stores: _Stores, ds, g: B.Grap
     store = stores.get(ds, *((0, N) if out_dim else chunk_bounds(N, dist.rank, dist.size)), ebs)
     gen = seeded_generator(_seed(cfg, dist), device) if cfg.n_stochastic_sources_edges else None
     out = {}
-    for l in B._bar(range(len(nl) - 1), progress and dist.rank == 0, 'edges'):
+    for l in B.progress_bar(range(len(nl) - 1), progress and dist.rank == 0, 'edges'):
         a, b = nl[l], nl[l + 1]
         def local():
             if store is None:       # a rank with no samples (more ranks than samples) adds nothing
@@ -277,13 +278,13 @@ def dist_compute_edges(cfg: B.BuildConfig, model, stores: _Stores, ds, g: B.Grap
                 return torch.zeros(width(b), width(a), dtype=cfg.torch_dtype)
             kw = {}
             if out_dim: kw['out_range'] = chunk_bounds(g.C[b].shape[1] if b in g.C else g.orig_dims[b], dist.rank, dist.size)
-            return edges(B._chain(model, l, l + 1), store.batches(l, ebs), g.C.get(a), g.C_pinv.get(a), g.C.get(b),
+            return edges(B.section_chain(model, l, l + 1), store.batches(l, ebs), g.C.get(a), g.C_pinv.get(a), g.C.get(b),
                          cfg.edge_formula, rules[a], cfg.n_intervals, n_samples=N, n_sources=cfg.n_stochastic_sources_edges,
                          generator=gen, accumulator_dtype=cfg.edge_accumulator_dtype, in_node_layer=a, out_node_layer=b,
                          **kw).E_hat
         parts = collect(dist, f'edges {a}->{b}', local, gather=combine)
         out[(a, b)] = combine_edges(parts, cfg.dist_split_over) if combine else parts[0]
-        if combine: B._log.info('edges %s -> %s: %s, total %.6g', a, b, tuple(out[(a, b)].shape), float(out[(a, b)].sum()))
+        if combine: _build_log.info('edges %s -> %s: %s, total %.6g', a, b, tuple(out[(a, b)].shape), float(out[(a, b)].sum()))
     return out
 
 def combine_edges(parts: list[Tensor | None],  # every rank's E_hat share, in rank order
@@ -315,7 +316,7 @@ def build_graph_dist(config: B.BuildConfig | dict | str | Path, # a BuildConfig,
     collect(dist, 'setup', check_dest, gather=False)
     device = rank_device(dist, device)
     if device.type == 'cuda': torch.cuda.reset_peak_memory_stats(device)
-    ph = B._Phases(device, on_phase if dist.rank == 0 else None)
+    ph = B.PhaseTimer(device, on_phase if dist.rank == 0 else None)
     with ph('load'):
         model, model_cfg = collect(dist, 'load', lambda: B.load_model(cfg, model, device), gather=False)[0]
         ds, gds = collect(dist, 'load data', lambda: B.load_datasets(cfg), gather=False)[0]
@@ -341,18 +342,18 @@ def build_graph_dist(config: B.BuildConfig | dict | str | Path, # a BuildConfig,
     else:
         with ph('grams'): g.mean, g.gram = dist_means_and_grams(cfg, stores, gds, dist)
     if cfg.interaction_matrices_path is not None:
-        for k in B._TENSOR_KINDS[2:]: setattr(g, k, {n: t.to(device) for n, t in getattr(prev, k).items()})
+        for k in B.TENSOR_KINDS[2:]: setattr(g, k, {n: t.to(device) for n, t in getattr(prev, k).items()})
         g.stage = 'bases'
     elif cfg.calculate_Cs:
         with ph('bases'): rots = dist_compute_bases(cfg, model, stores, ds, g.mean, g.gram, dist, device, progress)
-        for k in B._TENSOR_KINDS[2:]: setattr(g, k, {n: getattr(r, k) for n, r in rots.items() if getattr(r, k) is not None})
+        for k in B.TENSOR_KINDS[2:]: setattr(g, k, {n: getattr(r, k) for n, r in rots.items() if getattr(r, k) is not None})
         g.stage = 'bases'
     if cfg.calculate_edges:
         with ph('edges'): g.E_hat = dist_compute_edges(cfg, model, stores, ds, g, dist, device, progress, combine=partial_dir is None)
         g.stage = 'edges'
     g.timings = dict(ph.t)
     g.extra.update(peak_mem_mb=B.peak_memory_mb(device), device=str(device))
-    for k in B._TENSOR_KINDS: setattr(g, k, {n: t.cpu() for n, t in getattr(g, k).items()})
+    for k in B.TENSOR_KINDS: setattr(g, k, {n: t.cpu() for n, t in getattr(g, k).items()})
     g.E_hat = {k: v.cpu() for k, v in g.E_hat.items()}
     if partial_dir is not None:
         g.contains_all_edges = False
@@ -417,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(format='%(asctime)s %(levelname)s %(message)s', stream=sys.stderr)
-    for lg in (_log, B._log): lg.setLevel(logging.WARNING if a.quiet else logging.INFO)
+    for lg in (_log, _build_log): lg.setLevel(logging.WARNING if a.quiet else logging.INFO)
     if a.combine:
         if a.out is None: p.error('--combine needs --out')
         try: g = combine_partials(a.combine, a.out, a.force)
@@ -429,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     if type(dist) is SingleProcess and a.partial is None:   # not under MPI: exactly lib_nb.build's lib_build
         return B.main([a.config] + (['--out', a.out] if a.out else []) + (['--force'] if a.force else [])
                       + (['--device', a.device] if a.device else []) + (['-q'] if a.quiet else []))
-    if dist.rank != 0: B._log.setLevel(logging.WARNING)
+    if dist.rank != 0: _build_log.setLevel(logging.WARNING)
     try:
         cfg = B.load_config(a.config)
         dest = B.result_dir(cfg, a.out)
