@@ -269,6 +269,11 @@ def jacobian_M_dash_batch(F: Callable,                    # section F_l: [batch,
         return M_dash_from_jacobian(F.jacobian, acts, alphas, weights, C_next, dir_range, mem_budget)
     acts = _plain(acts); Fh = _rotated(F, C_next)
     B, P, d = acts.shape
+    if getattr(F, 'causal', False) and not n_sources_pos and P > 1:
+        y = Fh(acts[:1])
+        if y.shape[1] == P:
+            return _causal_M_dash(Fh, acts, alphas, weights, y.shape[2], n_sources_hidden, generator, dir_range,
+                                  mem_budget, max_chunk)
     fns = []
     for a in alphas:
         out, fn = vjp(Fh, acts * a)
@@ -288,6 +293,31 @@ def jacobian_M_dash_batch(F: Callable,                    # section F_l: [batch,
             g = gk * w if g is None else g.add_(gk, alpha=w)
         Gr = g.reshape(-1, d).to(torch.float64)
         M.addmm_(Gr.T, Gr)
+    return M
+
+def _causal_M_dash(Fh: Callable, acts: Tensor, alphas: list[float], weights: list[float], I: int,
+                   n_sources_hidden: int | None, generator, dir_range, mem_budget: int, max_chunk: int | None) -> Tensor:
+    "Eq. 7–8 for a causal section with every position out and sources at one position each: source at `t` pulled back through positions ≤ t."
+    B, P, d = acts.shape
+    per_pos = n_sources_hidden or I                      # sources per output position (one-hot dims, or R_h sign patterns)
+    lo, hi = dir_range or (0, P * per_pos)
+    M = torch.zeros(d, d, dtype=torch.float64, device=acts.device)
+    for t in range(lo // per_pos, -(-hi // per_pos)):    # positions holding sources of [lo, hi), in source order
+        q0, q1 = max(lo, t * per_pos), min(hi, (t + 1) * per_pos)
+        if q0 >= q1: continue
+        x = acts[:, :t + 1]
+        fns = [vjp(Fh, x * a)[1] for a in alphas]
+        per_dir = B * (t + 1) * (d * (2 + (len(alphas) > 1)) + 2 * I + 4 * d) * acts.element_size() * 2
+        c = _chunk(q1 - q0, per_dir, mem_budget, max_chunk)
+        for s in range(q0, q1, c):
+            cot = source_cotangents(list(range(s, min(s + c, q1))), B, t + 1, I, None, n_sources_hidden, generator,
+                                    acts.dtype, acts.device)
+            g = None
+            for w, fn in zip(weights, fns):
+                gk = vmap(fn)(cot)[0]
+                g = gk * w if g is None else g.add_(gk, alpha=w)
+            Gr = g.reshape(-1, d).to(torch.float64)
+            M.addmm_(Gr.T, Gr)
     return M
 
 @torch.no_grad()

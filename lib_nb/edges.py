@@ -63,6 +63,33 @@ def _edge_cotangents(pairs: list[tuple[int, int]], batch: int, T: int, I: int, s
         else: out[n, :, t, i] = 1
     return out
 
+def _causal_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float], weights: list[float],
+                          out_range: tuple[int, int] | None, acc: torch.dtype, mem_budget: int, max_chunk: int | None
+                         ) -> Tensor:
+    "Deterministic eq. 20–21 for a causal section with every position out: output `t` pulled back through positions ≤ t."
+    B, P, r = f_hat.shape
+    E = None
+    for t in range(P):                                   # cost Σ_t (t+1) instead of P·P position-passes
+        fh = f_hat[:, :t + 1]
+        fns = []
+        for a in alphas:
+            out, fn = vjp(H, fh * a)
+            fns.append(fn)
+        I = out.shape[2]
+        lo, hi = out_range or (0, I)
+        if E is None: E = torch.zeros(hi - lo, r, dtype=torch.float64, device=f_hat.device)
+        per_dir = B * (3 * (t + 1) * r + 2 * (t + 1) * I + 4 * (t + 1) * r) * f_hat.element_size() * 2
+        c = _chunk(hi - lo, per_dir, mem_budget, max_chunk)
+        for s in range(lo, hi, c):
+            rows = list(range(s, min(s + c, hi)))
+            cot = _edge_cotangents([(t, i) for i in rows], B, t + 1, I, False, None, f_hat.dtype, f_hat.device)
+            J = None
+            for w, fn in zip(weights, fns):
+                Jk = (vmap(fn)(cot)[0] * fh).sum(-2).mul_(w).to(acc)    # [c, batch, rib_in]
+                J = Jk if J is None else J.add_(Jk)
+            E[s - lo:s - lo + len(rows)] += J.to(torch.float64).square().sum(1)
+    return E
+
 @torch.no_grad()        # torch.func.vjp differentiates inside; parameters that require grad record no graph
 def squared_edges_batch(F: Callable,                          # section F_l
                         acts: Float[Tensor, "batch pos orig"],  # one batch of node layer l
@@ -84,11 +111,14 @@ def squared_edges_batch(F: Callable,                          # section F_l
     acts = _plain(acts)
     f_hat = acts if C is None else acts @ C
     H = _lib_section(F, C_pinv, C_next)
+    B, P, r = f_hat.shape
+    if getattr(F, 'causal', False) and not n_sources and P > 1 and H(f_hat[:1]).shape[1] == P:
+        return _causal_squared_edges(H, f_hat, alphas, weights, out_range, accumulator_dtype or acts.dtype,
+                                     mem_budget, max_chunk)
     fns = []
     for a in alphas:
         out, fn = vjp(H, f_hat * a)
         fns.append(fn)
-    B, P, r = f_hat.shape
     _, T, I = out.shape
     lo, hi = out_range or (0, I)
     if n_sources and generator is None: raise ValueError('stochastic sources need an explicit torch.Generator')
