@@ -287,13 +287,17 @@ def jacobian_M_dash_batch(F: Callable,                    # section F_l: [batch,
     for s in range(lo, hi, c):
         cot = source_cotangents(list(range(s, min(s + c, hi))), B, T, I, n_sources_pos, n_sources_hidden,
                                 generator, acts.dtype, acts.device)
-        g = None
-        for w, fn in zip(weights, fns):
-            gk = vmap(fn)(cot)[0]
-            g = gk * w if g is None else g.add_(gk, alpha=w)
-        Gr = g.reshape(-1, d).to(torch.float64)
-        M.addmm_(Gr.T, Gr)
+        _add_pullbacks(M, fns, weights, cot)
     return M
+
+def _add_pullbacks(M: Tensor, fns: list, weights: list[float], cot: Tensor):
+    "`M += gᵀg` for one chunk of sources, `g = Σ_k w_k` (pull-back of `cot` at integration point k)."
+    g = None
+    for w, fn in zip(weights, fns):
+        gk = vmap(fn)(cot)[0]
+        g = gk * w if g is None else g.add_(gk, alpha=w)
+    Gr = g.reshape(-1, M.shape[0]).to(torch.float64)
+    M.addmm_(Gr.T, Gr)
 
 def _causal_M_dash(Fh: Callable, acts: Tensor, alphas: list[float], weights: list[float], I: int,
                    n_sources_hidden: int | None, generator, dir_range, mem_budget: int, max_chunk: int | None) -> Tensor:
@@ -312,12 +316,7 @@ def _causal_M_dash(Fh: Callable, acts: Tensor, alphas: list[float], weights: lis
         for s in range(q0, q1, c):
             cot = source_cotangents(list(range(s, min(s + c, q1))), B, t + 1, I, None, n_sources_hidden, generator,
                                     acts.dtype, acts.device)
-            g = None
-            for w, fn in zip(weights, fns):
-                gk = vmap(fn)(cot)[0]
-                g = gk * w if g is None else g.add_(gk, alpha=w)
-            Gr = g.reshape(-1, d).to(torch.float64)
-            M.addmm_(Gr.T, Gr)
+            _add_pullbacks(M, fns, weights, cot)
     return M
 
 @torch.no_grad()

@@ -83,12 +83,16 @@ def _causal_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float], weigh
         for s in range(lo, hi, c):
             rows = list(range(s, min(s + c, hi)))
             cot = _edge_cotangents([(t, i) for i in rows], B, t + 1, I, False, None, f_hat.dtype, f_hat.device)
-            J = None
-            for w, fn in zip(weights, fns):
-                Jk = (vmap(fn)(cot)[0] * fh).sum(-2).mul_(w).to(acc)    # [c, batch, rib_in]
-                J = Jk if J is None else J.add_(Jk)
-            E[s - lo:s - lo + len(rows)] += J.to(torch.float64).square().sum(1)
+            E[s - lo:s - lo + len(rows)] += _edge_rows(fns, weights, cot, fh, acc)
     return E
+
+def _edge_rows(fns: list, weights: list[float], cot: Tensor, f_hat: Tensor, acc: torch.dtype) -> Tensor:
+    "Eq. 20–21 for one chunk of output rows: `Σ_x (Σ_k w_k Σ_s f̂ ⊙ pull-back_k(cot))²`, float64 `[c, rib_in]`."
+    J = None
+    for w, fn in zip(weights, fns):
+        Jk = (vmap(fn)(cot)[0] * f_hat).sum(-2).mul_(w).to(acc)    # [c, batch, rib_in]
+        J = Jk if J is None else J.add_(Jk)
+    return J.to(torch.float64).square().sum(1)
 
 @torch.no_grad()        # torch.func.vjp differentiates inside; parameters that require grad record no graph
 def squared_edges_batch(F: Callable,                          # section F_l
@@ -130,12 +134,8 @@ def squared_edges_batch(F: Callable,                          # section F_l
     for s in range(0, len(pairs), c):
         chunk = pairs[s:s + c]
         cot = _edge_cotangents(chunk, B, T, I, bool(n_sources), generator, acts.dtype, acts.device)
-        J = None
-        for w, fn in zip(weights, fns):
-            Jk = (vmap(fn)(cot)[0] * f_hat).sum(-2).mul_(w).to(acc)    # [c, batch, rib_in]
-            J = Jk if J is None else J.add_(Jk)
         rows = torch.tensor([i - lo for _, i in chunk], device=acts.device)
-        E.index_add_(0, rows, J.to(torch.float64).square().sum(1))
+        E.index_add_(0, rows, _edge_rows(fns, weights, cot, f_hat, acc))
     return E
 
 # %% ../nbs/05_edges.ipynb #009b3ce4

@@ -196,22 +196,26 @@ def section_jacobian(model: SectionedModel, l: int,            # a model and one
     P = x.shape[1]; tq = [P - 1] if last_only else list(range(P))          # unembed: a constant Jacobian
     return _blockdiag_positions((Pm @ Cn).T.expand(x.shape[0], len(tq), -1, -1), P, tq)
 
+def _mlp_block_parts(model: SectionedModel, l: int, x: Tensor, alphas: list[float], weights: list[float],
+                     C_next: Tensor | None, dtype: torch.dtype):
+    "The MLP block's `W_in`/`W_out` modules, `C'` (`W_U C_next` before an unembedding) and `ā' = Σ_k w_k act'(α_k h)` `[rows, m]` in `dtype`."
+    mods, ids = list(model.sections[f'section_{l}']), model._section_ids[f'section_{l}']
+    mlp_in, act, mlp_out = mods[2], mods[3], mods[4]
+    B, P, d = x.shape
+    tq = [P - 1] if (model.last_pos_module_type == 'unembed' and ids[-1].startswith('unembed')) else list(range(P))
+    Cn = _eye(d, x) if C_next is None else C_next.to(x.dtype)
+    if ids[-1].startswith('unembed'): Cn = mods[-1].W_U @ Cn
+    Db = 0
+    for a, w in zip(alphas, weights):                                          # J is linear in act': sum the weights first
+        h = (x[:, tq] * a) @ mlp_in.W_in
+        if mlp_in.b_in is not None: h = h + mlp_in.b_in
+        Db = Db + _dact(act.act, h).reshape(-1, h.shape[-1]).to(dtype) * w
+    return mlp_in, mlp_out, tq, Cn, Db
+
 def _mlp_block_M_dash(model: SectionedModel, l: int, acts: Tensor, alphas: list[float], weights: list[float],
                       C_next: Tensor | None) -> Tensor:
     "Σ_rows K Kᵀ for the MLP block, `K = C' + W_in diag(ā') W_out C'`, expanded: only `Σ ā'` and `Σ ā' ā'ᵀ` per sample."
-    mods, ids = list(model.sections[f'section_{l}']), model._section_ids[f'section_{l}']
-    mlp_in, act, mlp_out = mods[2], mods[3], mods[4]
-    B, P, d = acts.shape
-    tq = [P - 1] if (model.last_pos_module_type == 'unembed' and ids[-1].startswith('unembed')) else list(range(P))
-    Cn = _eye(d, acts) if C_next is None else C_next.to(acts.dtype)
-    if ids[-1].startswith('unembed'): Cn = mods[-1].W_U @ Cn
-    x = acts[:, tq]
-    Db = None
-    for a, w in zip(alphas, weights):
-        h = (x * a) @ mlp_in.W_in
-        if mlp_in.b_in is not None: h = h + mlp_in.b_in
-        Dk = _dact(act.act, h).reshape(-1, h.shape[-1]).to(torch.float64) * w
-        Db = Dk if Db is None else Db + Dk
+    mlp_in, mlp_out, _, Cn, Db = _mlp_block_parts(model, l, acts, alphas, weights, C_next, torch.float64)
     f64 = lambda t: t.to(torch.float64)
     W_in, Cn = f64(mlp_in.W_in), f64(Cn)
     U = f64(mlp_out.W_out) @ Cn
@@ -224,12 +228,8 @@ def _mlp_block_squared_edges(model: SectionedModel, l: int, x_proj: Tensor, f_ha
                              cache: dict | None = None      # keeps the fixed table between the batches of one layer
                             ) -> Tensor | None:
     "Eq. 20–21 for the MLP block: `Σ_x (f̂ ⊙ K)²`, `K = Σ_k w_k J_k = (Σ_k w_k ā'_k) @ (U ⊗ PW) + (Σ w) P C'`; None: too big."
-    mods, ids = list(model.sections[f'section_{l}']), model._section_ids[f'section_{l}']
-    mlp_in, act, mlp_out = mods[2], mods[3], mods[4]
-    B, P, d = x_proj.shape
-    tq = [P - 1] if (model.last_pos_module_type == 'unembed' and ids[-1].startswith('unembed')) else list(range(P))
-    Cn = _eye(d, x_proj) if C_next is None else C_next.to(x_proj.dtype)
-    if ids[-1].startswith('unembed'): Cn = mods[-1].W_U @ Cn
+    mlp_in, mlp_out, tq, Cn, Db = _mlp_block_parts(model, l, x_proj, alphas, weights, C_next, x_proj.dtype)
+    d = x_proj.shape[-1]
     Pm = _eye(d, x_proj) if C_pinv is None else C_pinv.to(x_proj.dtype)
     U, PW = mlp_out.W_out @ Cn, Pm @ mlp_in.W_in                              # [m, r], [r_in, m]
     m, r, ri = U.shape[0], U.shape[1], PW.shape[0]
@@ -239,13 +239,7 @@ def _mlp_block_squared_edges(model: SectionedModel, l: int, x_proj: Tensor, f_ha
     Q = cache['Q'] if hit else (U[:, :, None] * PW.T[:, None, :]).reshape(m, r * ri)
     if cache is not None and not hit: cache.update(key=key, Q=Q)
     PCt = (Pm @ Cn).T * sum(weights)
-    x, fh = x_proj[:, tq], f_hat[:, tq].reshape(-1, ri)
-    Db = 0
-    for a, w in zip(alphas, weights):                                          # J is linear in act': sum the weights first
-        h = (x * a) @ mlp_in.W_in
-        if mlp_in.b_in is not None: h = h + mlp_in.b_in
-        Db = Db + w * _dact(act.act, h)
-    Db = Db.reshape(-1, m)
+    fh = f_hat[:, tq].reshape(-1, ri)
     E = torch.zeros(r, ri, dtype=torch.float64, device=x_proj.device)
     for s in range(0, Db.shape[0], rows_per_chunk):                            # chunks that stay in cache
         K = (Db[s:s + rows_per_chunk] @ Q).view(-1, r, ri).add_(PCt).mul_(fh[s:s + rows_per_chunk, None, :])
