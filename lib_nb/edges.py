@@ -9,13 +9,14 @@ from typing import Callable
 
 import torch
 from torch import Tensor
-from torch.func import vjp, vmap
+from torch.func import jvp, vjp, vmap
 
 from .core import Float, LibConfigError, parse_dtype
 from .bases import as_batches, integration_points, _check_acts, _plain, _rademacher, _chunk
 
 # %% auto #0
-__all__ = ['EDGE_FORMULAS', 'Edges', 'check_edge_formula', 'squared_edges_batch', 'functional_edges_batch', 'edges']
+__all__ = ['EDGE_FORMULAS', 'EDGE_MODES', 'Edges', 'check_edge_formula', 'edge_mode', 'squared_edges_batch',
+           'functional_edges_batch', 'edges']
 
 # %% ../nbs/05_edges.ipynb #0c20ff19
 EDGE_FORMULAS = ('squared', 'functional')
@@ -94,6 +95,46 @@ def _edge_rows(fns: list, weights: list[float], cot: Tensor, f_hat: Tensor, acc:
         J = Jk if J is None else J.add_(Jk)
     return J.to(torch.float64).square().sum(1)
 
+def _forward_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float], weights: list[float], T: int, I: int,
+                           n_sources: int | None, generator, out_range: tuple[int, int] | None, acc: torch.dtype,
+                           mem_budget: int, max_chunk: int | None) -> Tensor:
+    "Eq. 20–23 in forward mode: the tangent `f̂_j` (direction `j`, every position) gives `J_{x,t,i,j}` for all `(t, i)` at once."
+    B, P, r = f_hat.shape
+    lo, hi = out_range or (0, I)
+    Hs = H if (lo, hi) == (0, I) else (lambda z: H(z)[..., lo:hi])
+    S = None
+    if n_sources:                                        # the reverse path's signs, drawn in its (r, i) order
+        S = torch.stack([_rademacher((B, T), generator, f_hat.dtype, f_hat.device)
+                         for _ in range(n_sources * (hi - lo))]).view(n_sources, hi - lo, B, T).to(acc)
+    E = torch.zeros(hi - lo, r, dtype=torch.float64, device=f_hat.device)
+    per_sample = (3 * P * r + 2 * T * (hi - lo) + 4 * P * r) * f_hat.element_size() * 2   # one tangent, one sample
+    c = _chunk(r, B * per_sample, mem_budget, max_chunk)
+    if c < min(4, r) and not max_chunk: c = min(4, r)      # each chunk re-runs the primal: fewer samples, not < 4 tangents
+    b = max(1, min(B, mem_budget // (c * per_sample)))
+    for b0 in range(0, B, b):
+        fh = f_hat[b0:b0 + b]
+        for j0 in range(0, r, c):
+            cols = torch.arange(j0, min(j0 + c, r), device=f_hat.device)
+            U = torch.zeros(len(cols), *fh.shape, dtype=fh.dtype, device=fh.device)
+            U[torch.arange(len(cols), device=fh.device), :, :, cols] = fh[..., cols].permute(2, 0, 1)   # unscaled f̂_j
+            J = None
+            for a, w in zip(alphas, weights):
+                z = fh * a
+                Jk = vmap(lambda u: jvp(Hs, (z,), (u,))[1])(U).mul_(w).to(acc)        # [c, b, T, rows]
+                J = Jk if J is None else J.add_(Jk)
+            if S is None: E[:, cols] += J.to(torch.float64).square().sum((1, 2)).T
+            else: E[:, cols] += torch.einsum('ribt,jbti->rijb', S[:, :, b0:b0 + b], J).to(torch.float64).square().sum((0, 3))
+    return E
+
+EDGE_MODES = ('auto', 'forward', 'reverse')
+
+def edge_mode(mode: str, r_in: int, rows: int, n_pos_in: int, n_pos_out: int, prefix: bool) -> str:
+    "`forward` (one pass per input LIB direction) or `reverse` (one per output row and position or source), whichever is fewer passes."
+    if mode not in EDGE_MODES: raise ValueError(f'mode: unknown edge mode {mode!r}; use one of {list(EDGE_MODES)}')
+    if mode != 'auto': return mode
+    reverse = rows * ((n_pos_in + 1) / (2 * n_pos_in) if prefix else 1)   # causal prefixes: about half a pass each
+    return 'forward' if r_in <= reverse else 'reverse'
+
 @torch.no_grad()        # torch.func.vjp differentiates inside; parameters that require grad record no graph
 def squared_edges_batch(F: Callable,                          # section F_l
                         acts: Float[Tensor, "batch pos orig"],  # one batch of node layer l
@@ -104,7 +145,8 @@ def squared_edges_batch(F: Callable,                          # section F_l
                         generator: torch.Generator | None = None,
                         out_range: tuple[int, int] | None = None,  # rows [start, end) of the output LIB dims
                         accumulator_dtype: torch.dtype | None = None,  # dtype of J; None: the run dtype
-                        mem_budget: int = 2**28, max_chunk: int | None = None
+                        mem_budget: int = 2**28, max_chunk: int | None = None,
+                        mode: str = 'auto'                     # 'forward', 'reverse' or 'auto' (fewer passes)
                        ) -> Float[Tensor, "rows rib_in"]:
     "Σ over the batch, output positions (or sources) of `J²` (eq. 20–23), float64 and not yet normalised."
     _check_acts(acts)
@@ -112,22 +154,24 @@ def squared_edges_batch(F: Callable,                          # section F_l
         from lib_nb.jacobians import squared_edges_from_jacobian  # exact structure-aware Jacobians (01a_jacobians)
         return squared_edges_from_jacobian(F.jacobian, acts, C, C_pinv, C_next, alphas, weights, out_range,
                                            accumulator_dtype, mem_budget)
+    if n_sources and generator is None: raise ValueError('stochastic sources need an explicit torch.Generator')
     acts = _plain(acts)
     f_hat = acts if C is None else acts @ C
     H = _lib_section(F, C_pinv, C_next)
     B, P, r = f_hat.shape
-    if getattr(F, 'causal', False) and not n_sources and P > 1 and H(f_hat[:1]).shape[1] == P:
-        return _causal_squared_edges(H, f_hat, alphas, weights, out_range, accumulator_dtype or acts.dtype,
-                                     mem_budget, max_chunk)
+    _, T, I = H(f_hat[:1]).shape
+    lo, hi = out_range or (0, I)
+    acc = accumulator_dtype or acts.dtype
+    prefix = getattr(F, 'causal', False) and not n_sources and P > 1 and T == P
+    if edge_mode(mode, r, (n_sources or T) * (hi - lo), P, T, prefix) == 'forward':
+        return _forward_squared_edges(H, f_hat, alphas, weights, T, I, n_sources, generator, out_range, acc,
+                                      mem_budget, max_chunk)
+    if prefix: return _causal_squared_edges(H, f_hat, alphas, weights, out_range, acc, mem_budget, max_chunk)
     fns = []
     for a in alphas:
         out, fn = vjp(H, f_hat * a)
         fns.append(fn)
-    _, T, I = out.shape
-    lo, hi = out_range or (0, I)
-    if n_sources and generator is None: raise ValueError('stochastic sources need an explicit torch.Generator')
     pairs = [(t, i) for t in range(n_sources or T) for i in range(lo, hi)]   # position-like index outer
-    acc = accumulator_dtype or acts.dtype
     E = torch.zeros(hi - lo, r, dtype=torch.float64, device=acts.device)
     per_dir = B * (3 * P * r + 2 * T * I + 4 * P * acts.shape[-1]) * acts.element_size() * 2
     c = _chunk(len(pairs), per_dir, mem_budget, max_chunk)
@@ -180,7 +224,8 @@ def edges(F: Callable, batches,                            # section F_l and bat
           out_range: tuple[int, int] | None = None,         # rows [start, end) (distributed out_dim)
           accumulator_dtype: str | torch.dtype | None = None,  # J accumulator; 'float32' = compat (A1)
           in_node_layer: str = '', out_node_layer: str = '',
-          mem_budget: int = 2**28, max_chunk: int | None = None
+          mem_budget: int = 2**28, max_chunk: int | None = None,
+          mode: str = 'auto'                                # squared edges: 'forward', 'reverse' or 'auto'
          ) -> Edges:
     "The edge block `E_hat [rib_out, rib_in]` of one pair of node layers (eq. 21, 23 or 24), normalised by `N·P_l`."
     check_edge_formula(formula, rule, n_sources)
@@ -192,7 +237,7 @@ def edges(F: Callable, batches,                            # section F_l and bat
         B, P, _ = acts.shape; count += B; dtype = acts.dtype
         if formula == 'squared':
             e = squared_edges_batch(F, acts, C, C_pinv, C_next, alphas, weights, n_sources, generator, out_range,
-                                    accumulator_dtype, mem_budget, max_chunk)
+                                    accumulator_dtype, mem_budget, max_chunk, mode)
         else: e = functional_edges_batch(F, acts, C, C_pinv, C_next, alphas, weights, out_range, mem_budget, max_chunk)
         if n_samples is not None: e = e / (n_samples * P)
         E = e if E is None else E + e

@@ -380,7 +380,8 @@ def jacobian_flops(model,                  # the folded SectionedModel of the bu
                    n_samples: int          # samples in the data set
                   ) -> dict[str, float]:
     "Estimated floating-point operations of the bases and edges phases of a build (per phase, whole data set)."
-    from torch.func import vjp, vmap
+    from torch.func import jvp, vjp, vmap
+    from lib_nb.edges import edge_mode
     nl, B = cfg.node_layers, inputs.shape[0]
     x = model.pre(inputs.to(model.device))
     acts = [x]
@@ -406,7 +407,15 @@ def jacobian_flops(model,                  # the folded SectionedModel of the bu
             H = lambda z, l=l, Cp=Cp, Cn=Cn: Fh(z if Cp is None else z @ Cp.to(z.device, z.dtype))
             zf = f if C is None else f @ C.to(f.device, f.dtype)
             yh, fnh = vjp(H, zf)
-            coth = torch.zeros(2, *yh.shape, dtype=yh.dtype, device=yh.device); coth[:, :, 0, 0] = 1
-            per_e = count_flops(vmap(fnh), coth) / 2 + 3 * B * f.shape[1] * r
-            out['edges'] += (count_flops(vjp, H, zf) + (Re or T) * yh.shape[2] * per_e) * n_samples / B
+            rows, P = (Re or T) * yh.shape[2], f.shape[1]
+            from lib_nb.models import SequentialTransformer
+            prefix = isinstance(model, SequentialTransformer) and not Re and P > 1 and yh.shape[1] == P
+            if edge_mode('auto', r, rows, P, yh.shape[1], prefix) == 'forward':    # what lib_nb.edges runs
+                tan = torch.zeros(2, *zf.shape, dtype=zf.dtype, device=zf.device); tan[:, :, :, 0] = zf[:, :, 0]
+                per_e = count_flops(vmap(lambda u: jvp(H, (zf,), (u,))[1]), tan) / 2 + 3 * B * yh.shape[1] * yh.shape[2]
+                out['edges'] += r * per_e * n_samples / B
+            else:
+                coth = torch.zeros(2, *yh.shape, dtype=yh.dtype, device=yh.device); coth[:, :, 0, 0] = 1
+                per_e = count_flops(vmap(fnh), coth) / 2 + 3 * B * f.shape[1] * r
+                out['edges'] += (count_flops(vjp, H, zf) + rows * per_e) * n_samples / B
     return out
