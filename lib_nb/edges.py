@@ -128,7 +128,7 @@ def _forward_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float], weig
 
 EDGE_MODES = ('auto', 'forward', 'reverse')
 
-def edge_mode(mode: str, r_in: int, rows: int, n_pos_in: int, n_pos_out: int, prefix: bool) -> str:
+def edge_mode(mode: str, r_in: int, rows: int, n_pos_in: int, prefix: bool) -> str:
     "`forward` (one pass per input LIB direction) or `reverse` (one per output row and position or source), whichever is fewer passes."
     if mode not in EDGE_MODES: raise ValueError(f'mode: unknown edge mode {mode!r}; use one of {list(EDGE_MODES)}')
     if mode != 'auto': return mode
@@ -163,7 +163,7 @@ def squared_edges_batch(F: Callable,                          # section F_l
     lo, hi = out_range or (0, I)
     acc = accumulator_dtype or acts.dtype
     prefix = getattr(F, 'causal', False) and not n_sources and P > 1 and T == P
-    if edge_mode(mode, r, (n_sources or T) * (hi - lo), P, T, prefix) == 'forward':
+    if edge_mode(mode, r, (n_sources or T) * (hi - lo), P, prefix) == 'forward':
         return _forward_squared_edges(H, f_hat, alphas, weights, T, I, n_sources, generator, out_range, acc,
                                       mem_budget, max_chunk)
     if prefix: return _causal_squared_edges(H, f_hat, alphas, weights, out_range, acc, mem_budget, max_chunk)

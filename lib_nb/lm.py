@@ -406,15 +406,16 @@ def jacobian_flops(model,                  # the folded SectionedModel of the bu
             r = f.shape[2] if C is None else C.shape[1]
             H = lambda z, l=l, Cp=Cp, Cn=Cn: Fh(z if Cp is None else z @ Cp.to(z.device, z.dtype))
             zf = f if C is None else f @ C.to(f.device, f.dtype)
-            yh, fnh = vjp(H, zf)
+            yh = H(zf)
             rows, P = (Re or T) * yh.shape[2], f.shape[1]
             from lib_nb.models import SequentialTransformer
             prefix = isinstance(model, SequentialTransformer) and not Re and P > 1 and yh.shape[1] == P
-            if edge_mode('auto', r, rows, P, yh.shape[1], prefix) == 'forward':    # what lib_nb.edges runs
+            if edge_mode('auto', r, rows, P, prefix) == 'forward':                 # what lib_nb.edges runs
                 tan = torch.zeros(2, *zf.shape, dtype=zf.dtype, device=zf.device); tan[:, :, :, 0] = zf[:, :, 0]
                 per_e = count_flops(vmap(lambda u: jvp(H, (zf,), (u,))[1]), tan) / 2 + 3 * B * yh.shape[1] * yh.shape[2]
                 out['edges'] += r * per_e * n_samples / B
             else:
+                _, fnh = vjp(H, zf)
                 coth = torch.zeros(2, *yh.shape, dtype=yh.dtype, device=yh.device); coth[:, :, 0, 0] = 1
                 per_e = count_flops(vmap(fnh), coth) / 2 + 3 * B * f.shape[1] * r
                 out['edges'] += (count_flops(vjp, H, zf) + rows * per_e) * n_samples / B
