@@ -128,12 +128,13 @@ def _forward_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float], weig
 
 EDGE_MODES = ('auto', 'forward', 'reverse')
 
-def edge_mode(mode: str, r_in: int, rows: int, n_pos_in: int, prefix: bool) -> str:
-    "`forward` (one pass per input LIB direction) or `reverse` (one per output row and position or source), whichever is fewer passes."
+def edge_mode(mode: str, r_in: int, n_rows: int, n_pos_in: int, n_pos_out: int, n_sources: int | None, causal: bool) -> str:
+    "The path of the squared edges: `forward` (one pass per input LIB direction), `prefix` or `reverse` (one per output row and position or source)."
     if mode not in EDGE_MODES: raise ValueError(f'mode: unknown edge mode {mode!r}; use one of {list(EDGE_MODES)}')
-    if mode != 'auto': return mode
-    reverse = rows * ((n_pos_in + 1) / (2 * n_pos_in) if prefix else 1)   # causal prefixes: about half a pass each
-    return 'forward' if r_in <= reverse else 'reverse'
+    prefix = causal and not n_sources and n_pos_in > 1 and n_pos_out == n_pos_in   # output t pulled back through <= t
+    reverse = (n_sources or n_pos_out) * n_rows * ((n_pos_in + 1) / (2 * n_pos_in) if prefix else 1)   # passes
+    if mode == 'forward' or (mode == 'auto' and r_in <= reverse): return 'forward'
+    return 'prefix' if prefix else 'reverse'
 
 @torch.no_grad()        # torch.func.vjp differentiates inside; parameters that require grad record no graph
 def squared_edges_batch(F: Callable,                          # section F_l
@@ -162,11 +163,11 @@ def squared_edges_batch(F: Callable,                          # section F_l
     _, T, I = H(f_hat[:1]).shape
     lo, hi = out_range or (0, I)
     acc = accumulator_dtype or acts.dtype
-    prefix = getattr(F, 'causal', False) and not n_sources and P > 1 and T == P
-    if edge_mode(mode, r, (n_sources or T) * (hi - lo), P, prefix) == 'forward':
+    path = edge_mode(mode, r, hi - lo, P, T, n_sources, getattr(F, 'causal', False))
+    if path == 'forward':
         return _forward_squared_edges(H, f_hat, alphas, weights, T, I, n_sources, generator, out_range, acc,
                                       mem_budget, max_chunk)
-    if prefix: return _causal_squared_edges(H, f_hat, alphas, weights, out_range, acc, mem_budget, max_chunk)
+    if path == 'prefix': return _causal_squared_edges(H, f_hat, alphas, weights, out_range, acc, mem_budget, max_chunk)
     fns = []
     for a in alphas:
         out, fn = vjp(H, f_hat * a)

@@ -382,7 +382,8 @@ def jacobian_flops(model,                  # the folded SectionedModel of the bu
     "Estimated floating-point operations of the bases and edges phases of a build (per phase, whole data set)."
     from torch.func import jvp, vjp, vmap
     from lib_nb.edges import edge_mode
-    nl, B = cfg.node_layers, inputs.shape[0]
+    from lib_nb.models import SequentialTransformer
+    nl, B, causal = cfg.node_layers, inputs.shape[0], isinstance(model, SequentialTransformer)   # as build.section_chain
     x = model.pre(inputs.to(model.device))
     acts = [x]
     for l in range(len(nl) - 1): acts.append(model.section(l, acts[-1]))
@@ -407,10 +408,8 @@ def jacobian_flops(model,                  # the folded SectionedModel of the bu
             H = lambda z, l=l, Cp=Cp, Cn=Cn: Fh(z if Cp is None else z @ Cp.to(z.device, z.dtype))
             zf = f if C is None else f @ C.to(f.device, f.dtype)
             yh = H(zf)
-            rows, P = (Re or T) * yh.shape[2], f.shape[1]
-            from lib_nb.models import SequentialTransformer
-            prefix = isinstance(model, SequentialTransformer) and not Re and P > 1 and yh.shape[1] == P
-            if edge_mode('auto', r, rows, P, prefix) == 'forward':                 # what lib_nb.edges runs
+            rows = (Re or T) * yh.shape[2]
+            if edge_mode('auto', r, yh.shape[2], f.shape[1], T, Re, causal) == 'forward':   # what lib_nb.edges runs
                 tan = torch.zeros(2, *zf.shape, dtype=zf.dtype, device=zf.device); tan[:, :, :, 0] = zf[:, :, 0]
                 per_e = count_flops(vmap(lambda u: jvp(H, (zf,), (u,))[1]), tan) / 2 + 3 * B * yh.shape[1] * yh.shape[2]
                 out['edges'] += r * per_e * n_samples / B
