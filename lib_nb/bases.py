@@ -19,8 +19,9 @@ from .core import Float, LibConfigError
 __all__ = ['INTEGRATION_RULES', 'BASIS_FORMULAS', 'integration_points', 'as_batches', 'gram_sum', 'MeanAccumulator', 'gram_shift',
            'GramAccumulator', 'dataset_mean', 'dataset_gram', 'eig_desc', 'eig_masked', 'move_constant_first',
            'centering_matrix', 'PCABasis', 'pca_basis', 'n_sources', 'source_cotangents', 'jacobian_M_dash_batch',
-           'integrated_M_dash_batch', 'is_ln_var_layer', 'check_basis_formula', 'M_dash', 'InteractionRotation',
-           'interaction_rotation', 'svd_rotation', 'neuron_rotation', 'absent_rotation', 'layer_basis']
+           'basis_mode', 'integrated_M_dash_batch', 'is_ln_var_layer', 'check_basis_formula', 'M_dash',
+           'InteractionRotation', 'interaction_rotation', 'svd_rotation', 'neuron_rotation', 'absent_rotation',
+           'layer_basis']
 
 # %% ../nbs/04_bases.ipynb #b51d0f3a
 INTEGRATION_RULES = ('gradient', 'trapezoidal', 'gauss-legendre')
@@ -269,10 +270,16 @@ def jacobian_M_dash_batch(F: Callable,                    # section F_l: [batch,
         return M_dash_from_jacobian(F.jacobian, acts, alphas, weights, C_next, dir_range, mem_budget)
     acts = _plain(acts); Fh = _rotated(F, C_next)
     B, P, d = acts.shape
-    if getattr(F, 'causal', False) and not n_sources_pos and P > 1:
-        y = Fh(acts[:1])
-        if y.shape[1] == P:
-            return _causal_M_dash(Fh, acts, alphas, weights, y.shape[2], n_sources_hidden, generator, dir_range,
+    if P > 1 and (getattr(F, 'causal', False) or getattr(F, 'positionwise', False)):
+        _, T, I = Fh(acts[:1]).shape                            # one-sample probe of the output shape
+        path = basis_mode(P, T, I, n_sources_pos, n_sources_hidden, dir_range, getattr(F, 'causal', False),
+                          getattr(F, 'positionwise', False))
+        if path == 'positionwise':
+            M = _positionwise_M_dash(Fh, acts, alphas, weights, I, n_sources_pos, n_sources_hidden, generator,
+                                     dir_range, mem_budget, max_chunk)
+            if M is not None: return M
+        if path == 'prefix':
+            return _causal_M_dash(Fh, acts, alphas, weights, I, n_sources_hidden, generator, dir_range,
                                   mem_budget, max_chunk)
     fns = []
     for a in alphas:
@@ -317,6 +324,78 @@ def _causal_M_dash(Fh: Callable, acts: Tensor, alphas: list[float], weights: lis
             cot = source_cotangents(list(range(s, min(s + c, q1))), B, t + 1, I, None, n_sources_hidden, generator,
                                     acts.dtype, acts.device)
             _add_pullbacks(M, fns, weights, cot)
+    return M
+
+def basis_mode(n_pos_in: int, n_pos_out: int, d_out: int,     # P_l, P_{l+1}, r_{l+1}
+               n_sources_pos: int | None = None, n_sources_hidden: int | None = None,  # R_p, R_h
+               dir_range: tuple[int, int] | None = None,     # slice of the source list
+               causal: bool = False, positionwise: bool = False  # what the section is (`section_chain` marks it)
+              ) -> str:
+    "How `jacobian_M_dash_batch` pulls a section's sources back: 'positionwise', 'prefix' or 'reverse' (whole batch)."
+    lo, hi = dir_range or (0, n_sources(n_pos_out, d_out, n_sources_pos, n_sources_hidden))
+    same = n_pos_in > 1 and n_pos_out == n_pos_in
+    if positionwise and same and d_out < hi - lo: return 'positionwise'   # r_{l+1} pull-backs instead of one per source
+    if causal and same and not n_sources_pos: return 'prefix'
+    return 'reverse'
+
+def _source_moments(lo: int, hi: int, B: int, T: int, I: int, Rp: int | None, Rh: int | None, generator,
+                    dtype, device) -> tuple[str, Tensor]:
+    "`S[x,s] = Σ_r φ_r[x,s] φ_r[x,s]ᵀ` over the sources `[lo, hi)`, their signs drawn as `source_cotangents` draws them."
+    sdt = torch.float32                                      # integer sums: exact in float32 up to 2^24 sources
+    if not Rp and not Rh:                                    # one-hot (t, i): S_s = diag of the sources at s
+        q = torch.arange(T * I, device=device).view(T, I)
+        return 'diag', ((q >= lo) & (q < hi)).to(sdt)
+    if generator is None: raise ValueError('stochastic sources need an explicit torch.Generator')
+    if not Rh:                                               # (r_p, i): ±1 down column i, and φ² = 1
+        count = torch.zeros(I, dtype=sdt, device=device)
+        for q in range(lo, hi):
+            _rademacher((B, T), generator, sdt, device)      # drawn all the same, so the stream stays in step
+            count[q % I] += 1
+        return 'diag', count.expand(T, I)
+    S = torch.zeros(B, T, I, I, dtype=sdt, device=device)
+    if not Rp:                                               # (t, r_h): ±1 along row t
+        for q in range(lo, hi):
+            u = _rademacher((B, I), generator, sdt, device)
+            S[:, q // Rh] += u[:, :, None] * u[:, None, :]
+        return 'full', S
+    for q0 in range(lo, hi, I):                              # (r_p, r_h): ±1 everywhere, I sources at a time
+        U = torch.stack([_rademacher((B, T, I), generator, sdt, device) for _ in range(q0, min(hi, q0 + I))])
+        S += torch.einsum('cbti,cbtj->btij', U, U)
+    return 'full', S
+
+def _positionwise_M_dash(Fh: Callable, acts: Tensor, alphas: list[float], weights: list[float], I: int,
+                         Rp: int | None, Rh: int | None, generator, dir_range, mem_budget: int,
+                         max_chunk: int | None) -> Tensor | None:
+    "Eq. 7–8 for a position-wise section from its exact per-position Jacobians; None when the moments `S` do not fit."
+    B, P, d = acts.shape
+    lo, hi = dir_range or (0, n_sources(P, I, Rp, Rh))
+    el, s_el = acts.element_size(), 4
+    per_dir = B * (P * d * (2 + (len(alphas) > 1)) + 2 * P * I + 4 * P * d) * el * 2   # as the pull-back path's
+    budget = mem_budget if max_chunk is None else min(mem_budget, max_chunk * per_dir)
+    s_bytes = B * P * I * I * s_el if Rh else 0
+    if s_bytes > budget: return None
+    kind, S = _source_moments(lo, hi, B, P, I, Rp, Rh, generator, acts.dtype, acts.device)
+    per_sample = P * I * d * (el + 8 + (0 if el == 8 else 8)) + (P * I * I * 8 if kind == 'full' else 0)
+    rest = budget - s_bytes if max_chunk is not None else budget  # a memory plan's chunk holds S too; else S is extra
+    b = int(max(1, min(B, rest // (2 * per_sample))))         # samples per block of Jacobians
+    M = torch.zeros(d, d, dtype=torch.float64, device=acts.device)
+    for x0 in range(0, B, b):
+        xb = acts[x0:x0 + b]; nb = xb.shape[0]
+        fns = [vjp(Fh, xb * a)[1] for a in alphas]
+        c = _chunk(I, per_dir * nb // B, max(1, rest - nb * per_sample), max_chunk)
+        J = torch.empty(nb, P, I, d, dtype=acts.dtype, device=acts.device)   # J[x, s, i] = ∂F̂_{s,i}/∂z_s
+        for i0 in range(0, I, c):
+            k = torch.arange(min(c, I - i0), device=acts.device)
+            E = torch.zeros(len(k), nb, P, I, dtype=acts.dtype, device=acts.device)
+            E[k, :, :, i0 + k] = 1                             # e_i at every position (contiguous, see above)
+            g = None
+            for w, fn in zip(weights, fns):
+                gk = vmap(fn)(E)[0]
+                g = gk * w if g is None else g.add_(gk, alpha=w)
+            J[:, :, i0:i0 + len(k)] = g.permute(1, 2, 0, 3)
+        J64 = J.to(torch.float64)
+        SJ = J64 * S[None, :, :, None] if kind == 'diag' else S[x0:x0 + nb].to(torch.float64) @ J64
+        M.addmm_(J64.reshape(-1, d).T, SJ.reshape(-1, d))
     return M
 
 @torch.no_grad()

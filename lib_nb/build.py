@@ -746,11 +746,13 @@ def progress_bar(it, progress: bool, desc: str, total: int | None = None):
 # %% ../nbs/06_build.ipynb #0707e0c3
 def section_chain(model, l: int, upto: int) -> Callable[[Tensor], Tensor]:
     "Sections l..upto-1 composed: node layer l -> node layer upto; one section carries its exact `F.jacobian` when known."
-    from lib_nb.models import SequentialTransformer
+    from lib_nb.models import SequentialTransformer, module_type
     def F(x):
         for k in range(l, upto): x = model.section(k, x)
         return x
     F.causal = isinstance(model, SequentialTransformer)        # output position t reads input positions <= t only
+    F.positionwise = F.causal and all(module_type(m) != 'attn_out'      # no attention: output t reads input t only
+                                      for k in range(l, upto) for m in model._section_ids[f'section_{k}'])
     if upto == l + 1:
         from lib_nb.jacobians import section_jacobian_fn
         F.jacobian = section_jacobian_fn(model, l)             # None: bases / edges use the generic vjp path

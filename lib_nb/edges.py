@@ -102,10 +102,7 @@ def _forward_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float], weig
     B, P, r = f_hat.shape
     lo, hi = out_range or (0, I)
     Hs = H if (lo, hi) == (0, I) else (lambda z: H(z)[..., lo:hi])
-    S = None
-    if n_sources:                                        # the reverse path's signs, drawn in its (r, i) order
-        S = torch.stack([_rademacher((B, T), generator, f_hat.dtype, f_hat.device)
-                         for _ in range(n_sources * (hi - lo))]).view(n_sources, hi - lo, B, T).to(acc)
+    S = _edge_signs(n_sources, hi - lo, B, T, generator, f_hat, acc)
     E = torch.zeros(hi - lo, r, dtype=torch.float64, device=f_hat.device)
     per_sample = (3 * P * r + 2 * T * (hi - lo) + 4 * P * r) * f_hat.element_size() * 2   # one tangent, one sample
     c = _chunk(r, B * per_sample, mem_budget, max_chunk)
@@ -126,13 +123,46 @@ def _forward_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float], weig
             else: E[:, cols] += torch.einsum('ribt,jbti->rijb', S[:, :, b0:b0 + b], J).to(torch.float64).square().sum((0, 3))
     return E
 
+def _edge_signs(n_sources: int | None, n_rows: int, B: int, T: int, generator, f_hat: Tensor, acc) -> Tensor | None:
+    "The reverse path's signs `φ[r, i, x, t]` of eq. 22, drawn in its (r, i) order; None without sources."
+    if not n_sources: return None
+    return torch.stack([_rademacher((B, T), generator, f_hat.dtype, f_hat.device)
+                        for _ in range(n_sources * n_rows)]).view(n_sources, n_rows, B, T).to(acc)
+
+def _positionwise_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float], weights: list[float], T: int, I: int,
+                                n_sources: int | None, generator, out_range: tuple[int, int] | None, acc: torch.dtype,
+                                mem_budget: int, max_chunk: int | None) -> Tensor:
+    "Eq. 20–23 for a position-wise section: `J_{x,t,i,j} = f̂_{x,t,j} ∂Ĥ_{t,i}/∂ẑ_{t,j}`, one pull-back per output row."
+    B, P, r = f_hat.shape
+    lo, hi = out_range or (0, I)
+    S = _edge_signs(n_sources, hi - lo, B, T, generator, f_hat, acc)
+    fns = [vjp(H, f_hat * a)[1] for a in alphas]
+    per_dir = B * (3 * P * r + 2 * T * I + 4 * P * r) * f_hat.element_size() * 2
+    c = _chunk(hi - lo, per_dir, mem_budget, max_chunk)
+    E = torch.zeros(hi - lo, r, dtype=torch.float64, device=f_hat.device)
+    for i0 in range(lo, hi, c):
+        k = torch.arange(min(c, hi - i0), device=f_hat.device)
+        cot = torch.zeros(len(k), B, T, I, dtype=f_hat.dtype, device=f_hat.device)
+        cot[k, :, :, i0 + k] = 1                         # e_i at every position: its pull-back at s is ∂Ĥ_{s,i}/∂ẑ_s
+        J = None
+        for w, fn in zip(weights, fns):
+            Jk = (vmap(fn)(cot)[0] * f_hat).mul_(w).to(acc)   # [c, batch, P, rib_in]: J_{x,t,i,j} before Σ over t
+            J = Jk if J is None else J.add_(Jk)
+        rows = slice(i0 - lo, i0 - lo + len(k))
+        if S is None: E[rows] += J.to(torch.float64).square().sum((1, 2))
+        else: E[rows] += torch.einsum('rcbt,cbtj->rcbj', S[:, rows], J).to(torch.float64).square().sum((0, 2))
+    return E
+
 EDGE_MODES = ('auto', 'forward', 'reverse')
 
-def edge_mode(mode: str, r_in: int, n_rows: int, n_pos_in: int, n_pos_out: int, n_sources: int | None, causal: bool) -> str:
-    "The path of the squared edges: `forward` (one pass per input LIB direction), `prefix` or `reverse` (one per output row and position or source)."
+def edge_mode(mode: str, r_in: int, n_rows: int, n_pos_in: int, n_pos_out: int, n_sources: int | None, causal: bool,
+              positionwise: bool = False) -> str:
+    "The path of the squared edges: `forward` (one pass per input LIB direction), `positionwise` (one per output row), `prefix` or `reverse` (one per output row and position or source)."
     if mode not in EDGE_MODES: raise ValueError(f'mode: unknown edge mode {mode!r}; use one of {list(EDGE_MODES)}')
-    prefix = causal and not n_sources and n_pos_in > 1 and n_pos_out == n_pos_in   # output t pulled back through <= t
+    same = n_pos_in > 1 and n_pos_out == n_pos_in
+    prefix = causal and not n_sources and same           # output t pulled back through <= t
     reverse = (n_sources or n_pos_out) * n_rows * ((n_pos_in + 1) / (2 * n_pos_in) if prefix else 1)   # passes
+    if mode == 'auto' and positionwise and same and n_rows < min(r_in, reverse): return 'positionwise'
     if mode == 'forward' or (mode == 'auto' and r_in <= reverse): return 'forward'
     return 'prefix' if prefix else 'reverse'
 
@@ -163,7 +193,10 @@ def squared_edges_batch(F: Callable,                          # section F_l
     _, T, I = H(f_hat[:1]).shape
     lo, hi = out_range or (0, I)
     acc = accumulator_dtype or acts.dtype
-    path = edge_mode(mode, r, hi - lo, P, T, n_sources, getattr(F, 'causal', False))
+    path = edge_mode(mode, r, hi - lo, P, T, n_sources, getattr(F, 'causal', False), getattr(F, 'positionwise', False))
+    if path == 'positionwise':
+        return _positionwise_squared_edges(H, f_hat, alphas, weights, T, I, n_sources, generator, out_range, acc,
+                                           mem_budget, max_chunk)
     if path == 'forward':
         return _forward_squared_edges(H, f_hat, alphas, weights, T, I, n_sources, generator, out_range, acc,
                                       mem_budget, max_chunk)

@@ -381,9 +381,10 @@ def jacobian_flops(model,                  # the folded SectionedModel of the bu
                   ) -> dict[str, float]:
     "Estimated floating-point operations of the bases and edges phases of a build (per phase, whole data set)."
     from torch.func import jvp, vjp, vmap
+    from lib_nb.bases import basis_mode
     from lib_nb.edges import edge_mode
-    from lib_nb.models import SequentialTransformer
-    nl, B, causal = cfg.node_layers, inputs.shape[0], isinstance(model, SequentialTransformer)   # as build.section_chain
+    from lib_nb.build import section_chain
+    nl, B = cfg.node_layers, inputs.shape[0]
     x = model.pre(inputs.to(model.device))
     acts = [x]
     for l in range(len(nl) - 1): acts.append(model.section(l, acts[-1]))
@@ -396,12 +397,16 @@ def jacobian_flops(model,                  # the folded SectionedModel of the bu
         Cn = None if Cn is None else Cn.to(f.device, f.dtype)
         Fh = (lambda z, l=l, Cn=Cn: model.section(l, z) if Cn is None else model.section(l, z) @ Cn)
         y, fn = vjp(Fh, f)
-        T, I = y.shape[1], y.shape[2]
+        (_, P, d), (_, T, I) = f.shape, y.shape
+        sec = section_chain(model, l, l + 1)               # what the build runs: causal, position-wise
         cot = torch.zeros(2, *y.shape, dtype=y.dtype, device=y.device); cot[:, :, 0, 0] = 1
         fwd = count_flops(vjp, Fh, f)
-        per = count_flops(vmap(fn), cot) / 2 + 2 * B * f.shape[1] * f.shape[2] ** 2     # pull-back + gᵀg
+        pull = count_flops(vmap(fn), cot) / 2
         n_src = (Rp or T) * (Rh or I)
-        if cfg.calculate_Cs and cfg.basis_formula == 'jacobian' and a in g.C: out['bases'] += (fwd + n_src * per) * n_samples / B
+        if basis_mode(P, T, I, Rp, Rh, None, sec.causal, sec.positionwise) == 'positionwise':   # I pull-backs, Σ JᵀSJ
+            per_batch = fwd + I * pull + 2 * B * P * (I * I * d + I * d * d) + (2 * n_src * B * P * I * I if Rh else 0)
+        else: per_batch = fwd + n_src * (pull + 2 * B * P * d * d)                             # pull-backs + gᵀg
+        if cfg.calculate_Cs and cfg.basis_formula == 'jacobian' and a in g.C: out['bases'] += per_batch * n_samples / B
         if cfg.calculate_edges and (a, b) in g.E_hat:
             C, Cp = g.C.get(a), g.C_pinv.get(a)
             r = f.shape[2] if C is None else C.shape[1]
@@ -409,7 +414,13 @@ def jacobian_flops(model,                  # the folded SectionedModel of the bu
             zf = f if C is None else f @ C.to(f.device, f.dtype)
             yh = H(zf)
             rows = (Re or T) * yh.shape[2]
-            if edge_mode('auto', r, yh.shape[2], f.shape[1], T, Re, causal) == 'forward':   # what lib_nb.edges runs
+            mode = edge_mode('auto', r, yh.shape[2], P, T, Re, sec.causal, sec.positionwise)   # what lib_nb.edges runs
+            if mode == 'positionwise':                     # one pull-back per output row, then f̂ ⊙ and the sums
+                _, fnh = vjp(H, zf)
+                coth = torch.zeros(2, *yh.shape, dtype=yh.dtype, device=yh.device); coth[:, :, :, 0] = 1
+                per_e = count_flops(vmap(fnh), coth) / 2 + 3 * B * P * r + (2 * Re * B * T * r if Re else 0)
+                out['edges'] += (count_flops(vjp, H, zf) + yh.shape[2] * per_e) * n_samples / B
+            elif mode == 'forward':
                 tan = torch.zeros(2, *zf.shape, dtype=zf.dtype, device=zf.device); tan[:, :, :, 0] = zf[:, :, 0]
                 per_e = count_flops(vmap(lambda u: jvp(H, (zf,), (u,))[1]), tan) / 2 + 3 * B * yh.shape[1] * yh.shape[2]
                 out['edges'] += r * per_e * n_samples / B
