@@ -278,6 +278,7 @@ def jacobian_M_dash_batch(F: Callable,                    # section F_l: [batch,
             M = _positionwise_M_dash(Fh, acts, alphas, weights, I, n_sources_pos, n_sources_hidden, generator,
                                      dir_range, mem_budget, max_chunk)
             if M is not None: return M
+            path = basis_mode(P, T, I, n_sources_pos, n_sources_hidden, dir_range, getattr(F, 'causal', False))
         if path == 'prefix':
             return _causal_M_dash(Fh, acts, alphas, weights, I, n_sources_hidden, generator, dir_range,
                                   mem_budget, max_chunk)

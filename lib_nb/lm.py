@@ -403,9 +403,12 @@ def jacobian_flops(model,                  # the folded SectionedModel of the bu
         fwd = count_flops(vjp, Fh, f)
         pull = count_flops(vmap(fn), cot) / 2
         n_src = (Rp or T) * (Rh or I)
-        if basis_mode(P, T, I, Rp, Rh, None, sec.causal, sec.positionwise) == 'positionwise':   # I pull-backs, Σ JᵀSJ
+        bmode = basis_mode(P, T, I, Rp, Rh, None, sec.causal, sec.positionwise)
+        if bmode == 'positionwise':                                                            # I pull-backs, Σ JᵀSJ
             per_batch = fwd + I * pull + 2 * B * P * (I * I * d + I * d * d) + (2 * n_src * B * P * I * I if Rh else 0)
-        else: per_batch = fwd + n_src * (pull + 2 * B * P * d * d)                             # pull-backs + gᵀg
+        else:                                                                                  # pull-backs + gᵀg
+            prefix = (P + 1) / (2 * P) if bmode == 'prefix' else 1     # through t+1 positions: about half, on average
+            per_batch = fwd + n_src * (pull + 2 * B * P * d * d) * prefix
         if cfg.calculate_Cs and cfg.basis_formula == 'jacobian' and a in g.C: out['bases'] += per_batch * n_samples / B
         if cfg.calculate_edges and (a, b) in g.E_hat:
             C, Cp = g.C.get(a), g.C_pinv.get(a)
@@ -428,5 +431,6 @@ def jacobian_flops(model,                  # the folded SectionedModel of the bu
                 _, fnh = vjp(H, zf)
                 coth = torch.zeros(2, *yh.shape, dtype=yh.dtype, device=yh.device); coth[:, :, 0, 0] = 1
                 per_e = count_flops(vmap(fnh), coth) / 2 + 3 * B * f.shape[1] * r
-                out['edges'] += (count_flops(vjp, H, zf) + rows * per_e) * n_samples / B
+                prefix = (P + 1) / (2 * P) if mode == 'prefix' else 1
+                out['edges'] += (count_flops(vjp, H, zf) + rows * per_e * prefix) * n_samples / B
     return out
