@@ -298,14 +298,25 @@ def jacobian_M_dash_batch(F: Callable,                    # section F_l: [batch,
         _add_pullbacks(M, fns, weights, cot)
     return M
 
-def _add_pullbacks(M: Tensor, fns: list, weights: list[float], cot: Tensor):
-    "`M += gᵀg` for one chunk of sources, `g = Σ_k w_k` (pull-back of `cot` at integration point k)."
+def _weighted_pullback(fns: list, weights: list[float], cot: Tensor) -> Tensor:
+    "`Σ_k w_k` (pull-back of `cot` at integration point k), vectorised over a chunk of cotangents."
     g = None
     for w, fn in zip(weights, fns):
         gk = vmap(fn)(cot)[0]
         g = gk * w if g is None else g.add_(gk, alpha=w)
-    Gr = g.reshape(-1, M.shape[0]).to(torch.float64)
+    return g
+
+def _add_pullbacks(M: Tensor, fns: list, weights: list[float], cot: Tensor):
+    "`M += gᵀg` for one chunk of sources, `g` their weighted pull-backs."
+    Gr = _weighted_pullback(fns, weights, cot).reshape(-1, M.shape[0]).to(torch.float64)
     M.addmm_(Gr.T, Gr)
+
+def _row_cotangents(i0: int, n: int, B: int, T: int, I: int, dtype, device) -> Tensor:
+    "`[n, B, T, I]` cotangents `e_i` at every position for the output rows `i0 … i0+n-1` (contiguous, see above)."
+    k = torch.arange(n, device=device)
+    E = torch.zeros(n, B, T, I, dtype=dtype, device=device)
+    E[k, :, :, i0 + k] = 1
+    return E
 
 def _causal_M_dash(Fh: Callable, acts: Tensor, alphas: list[float], weights: list[float], I: int,
                    n_sources_hidden: int | None, generator, dir_range, mem_budget: int, max_chunk: int | None) -> Tensor:
@@ -386,14 +397,8 @@ def _positionwise_M_dash(Fh: Callable, acts: Tensor, alphas: list[float], weight
         c = _chunk(I, per_dir * nb // B, max(1, rest - nb * per_sample), max_chunk)
         J = torch.empty(nb, P, I, d, dtype=acts.dtype, device=acts.device)   # J[x, s, i] = ∂F̂_{s,i}/∂z_s
         for i0 in range(0, I, c):
-            k = torch.arange(min(c, I - i0), device=acts.device)
-            E = torch.zeros(len(k), nb, P, I, dtype=acts.dtype, device=acts.device)
-            E[k, :, :, i0 + k] = 1                             # e_i at every position (contiguous, see above)
-            g = None
-            for w, fn in zip(weights, fns):
-                gk = vmap(fn)(E)[0]
-                g = gk * w if g is None else g.add_(gk, alpha=w)
-            J[:, :, i0:i0 + len(k)] = g.permute(1, 2, 0, 3)
+            E = _row_cotangents(i0, min(c, I - i0), nb, P, I, acts.dtype, acts.device)
+            J[:, :, i0:i0 + len(E)] = _weighted_pullback(fns, weights, E).permute(1, 2, 0, 3)
         J64 = J.to(torch.float64)
         SJ = J64 * S[None, :, :, None] if kind == 'diag' else S[x0:x0 + nb].to(torch.float64) @ J64
         M.addmm_(J64.reshape(-1, d).T, SJ.reshape(-1, d))

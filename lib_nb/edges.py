@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.func import jvp, vjp, vmap
 
 from .core import Float, LibConfigError, parse_dtype
-from .bases import as_batches, integration_points, _check_acts, _plain, _rademacher, _chunk
+from .bases import as_batches, integration_points, _check_acts, _plain, _rademacher, _chunk, _row_cotangents
 
 # %% auto #0
 __all__ = ['EDGE_FORMULAS', 'EDGE_MODES', 'Edges', 'check_edge_formula', 'edge_mode', 'squared_edges_batch',
@@ -87,13 +87,18 @@ def _causal_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float], weigh
             E[s - lo:s - lo + len(rows)] += _edge_rows(fns, weights, cot, fh, acc)
     return E
 
-def _edge_rows(fns: list, weights: list[float], cot: Tensor, f_hat: Tensor, acc: torch.dtype) -> Tensor:
-    "Eq. 20–21 for one chunk of output rows: `Σ_x (Σ_k w_k Σ_s f̂ ⊙ pull-back_k(cot))²`, float64 `[c, rib_in]`."
+def _weighted_J(fns: list, weights: list[float], cot: Tensor, f_hat: Tensor, acc: torch.dtype, sum_pos: bool = True) -> Tensor:
+    "`Σ_k w_k f̂ ⊙ pull-back_k(cot)` in `acc`: `[c, batch, rib_in]` summed over input positions (eq. 20), else `[c, batch, P, rib_in]`."
     J = None
     for w, fn in zip(weights, fns):
-        Jk = (vmap(fn)(cot)[0] * f_hat).sum(-2).mul_(w).to(acc)    # [c, batch, rib_in]
+        Jk = vmap(fn)(cot)[0] * f_hat
+        Jk = (Jk.sum(-2) if sum_pos else Jk).mul_(w).to(acc)
         J = Jk if J is None else J.add_(Jk)
-    return J.to(torch.float64).square().sum(1)
+    return J
+
+def _edge_rows(fns: list, weights: list[float], cot: Tensor, f_hat: Tensor, acc: torch.dtype) -> Tensor:
+    "Eq. 20–21 for one chunk of output rows: `Σ_x (Σ_k w_k Σ_s f̂ ⊙ pull-back_k(cot))²`, float64 `[c, rib_in]`."
+    return _weighted_J(fns, weights, cot, f_hat, acc).to(torch.float64).square().sum(1)
 
 def _forward_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float], weights: list[float], T: int, I: int,
                            n_sources: int | None, generator, out_range: tuple[int, int] | None, acc: torch.dtype,
@@ -141,14 +146,9 @@ def _positionwise_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float],
     c = _chunk(hi - lo, per_dir, mem_budget, max_chunk)
     E = torch.zeros(hi - lo, r, dtype=torch.float64, device=f_hat.device)
     for i0 in range(lo, hi, c):
-        k = torch.arange(min(c, hi - i0), device=f_hat.device)
-        cot = torch.zeros(len(k), B, T, I, dtype=f_hat.dtype, device=f_hat.device)
-        cot[k, :, :, i0 + k] = 1                         # e_i at every position: its pull-back at s is ∂Ĥ_{s,i}/∂ẑ_s
-        J = None
-        for w, fn in zip(weights, fns):
-            Jk = (vmap(fn)(cot)[0] * f_hat).mul_(w).to(acc)   # [c, batch, P, rib_in]: J_{x,t,i,j} before Σ over t
-            J = Jk if J is None else J.add_(Jk)
-        rows = slice(i0 - lo, i0 - lo + len(k))
+        cot = _row_cotangents(i0, min(c, hi - i0), B, T, I, f_hat.dtype, f_hat.device)   # pull-back at s: ∂Ĥ_{s,i}/∂ẑ_s
+        J = _weighted_J(fns, weights, cot, f_hat, acc, sum_pos=False)   # J_{x,t,i,j} for every t, before any Σ over t
+        rows = slice(i0 - lo, i0 - lo + len(cot))
         if S is None: E[rows] += J.to(torch.float64).square().sum((1, 2))
         else: E[rows] += torch.einsum('rcbt,cbtj->rcbj', S[:, rows], J).to(torch.float64).square().sum((0, 2))
     return E

@@ -401,7 +401,7 @@ def jacobian_flops(model,                  # the folded SectionedModel of the bu
         sec = section_chain(model, l, l + 1)               # what the build runs: causal, position-wise
         cot = torch.zeros(2, *y.shape, dtype=y.dtype, device=y.device); cot[:, :, 0, 0] = 1
         fwd = count_flops(vjp, Fh, f)
-        pull = count_flops(vmap(fn), cot) / 2
+        pull = count_flops(vmap(fn), cot) / 2             # vectorised pull-backs count linearly
         n_src = (Rp or T) * (Rh or I)
         bmode = basis_mode(P, T, I, Rp, Rh, None, sec.causal, sec.positionwise)
         if bmode == 'positionwise':                                                            # I pull-backs, Σ JᵀSJ
@@ -418,19 +418,18 @@ def jacobian_flops(model,                  # the folded SectionedModel of the bu
             yh = H(zf)
             rows = (Re or T) * yh.shape[2]
             mode = edge_mode('auto', r, yh.shape[2], P, T, Re, sec.causal, sec.positionwise)   # what lib_nb.edges runs
-            if mode == 'positionwise':                     # one pull-back per output row, then f̂ ⊙ and the sums
-                _, fnh = vjp(H, zf)
-                coth = torch.zeros(2, *yh.shape, dtype=yh.dtype, device=yh.device); coth[:, :, :, 0] = 1
-                per_e = count_flops(vmap(fnh), coth) / 2 + 3 * B * P * r + (2 * Re * B * T * r if Re else 0)
-                out['edges'] += (count_flops(vjp, H, zf) + yh.shape[2] * per_e) * n_samples / B
-            elif mode == 'forward':
-                tan = torch.zeros(2, *zf.shape, dtype=zf.dtype, device=zf.device); tan[:, :, :, 0] = zf[:, :, 0]
-                per_e = count_flops(vmap(lambda u: jvp(H, (zf,), (u,))[1]), tan) / 2 + 3 * B * yh.shape[1] * yh.shape[2]
-                out['edges'] += r * per_e * n_samples / B
+            if mode == 'forward':                          # each chunk of (at least four) tangents re-runs the primal
+                jv = vmap(lambda u, H=H, zf=zf: jvp(H, (zf,), (u,))[1])
+                tan = torch.zeros(4, *zf.shape, dtype=zf.dtype, device=zf.device); tan[..., 0] = zf[..., 0]
+                c4, c2 = count_flops(jv, tan), count_flops(jv, tan[:2])
+                per_e, primal = (c4 - c2) / 2, 2 * c2 - c4   # the primal runs once per call, the tangents vectorised
+                out['edges'] += (r * (per_e + 3 * B * T * yh.shape[2]) + -(-r // 4) * primal) * n_samples / B
             else:
                 _, fnh = vjp(H, zf)
+                pw = mode == 'positionwise'                # one pull-back per output row (e_i at every position)
                 coth = torch.zeros(2, *yh.shape, dtype=yh.dtype, device=yh.device); coth[:, :, 0, 0] = 1
-                per_e = count_flops(vmap(fnh), coth) / 2 + 3 * B * f.shape[1] * r
-                prefix = (P + 1) / (2 * P) if mode == 'prefix' else 1
-                out['edges'] += (count_flops(vjp, H, zf) + rows * per_e * prefix) * n_samples / B
+                per_e = count_flops(vmap(fnh), coth) / 2
+                if pw: n_pass, extra = yh.shape[2], 3 * B * P * r + (2 * Re * B * T * r if Re else 0)
+                else: n_pass, extra = rows * ((P + 1) / (2 * P) if mode == 'prefix' else 1), 3 * B * P * r
+                out['edges'] += (count_flops(vjp, H, zf) + n_pass * (per_e + extra)) * n_samples / B
     return out
