@@ -248,6 +248,10 @@ def source_cotangents(idx: list[int],                    # source indices (row-m
         else: out[n, :, q // Rh, :] = _rademacher((batch, I), generator, dtype, device)
     return out
 
+def _pullback_bytes(B: int, P: int, d: int, T: int, I: int, n_alphas: int, el: int) -> int:
+    "Bytes one cotangent `[B, T, I]` costs in a vectorised pull-back onto `[B, P, d]` (the chunk model of `_chunk`)."
+    return B * (P * d * (2 + (n_alphas > 1)) + 2 * T * I + 4 * P * d) * el * 2
+
 def _chunk(n: int, bytes_per: int, mem_budget: int, max_chunk: int | None) -> int:
     c = max(1, int(mem_budget // max(1, bytes_per)))
     return max(1, min(n, c, max_chunk or n))
@@ -289,8 +293,7 @@ def jacobian_M_dash_batch(F: Callable,                    # section F_l: [batch,
     _, T, I = out.shape
     n = n_sources(T, I, n_sources_pos, n_sources_hidden)
     lo, hi = dir_range or (0, n)
-    per_dir = B * (P * d * (2 + (len(alphas) > 1)) + 2 * T * I + 4 * P * d) * acts.element_size() * 2
-    c = _chunk(hi - lo, per_dir, mem_budget, max_chunk)
+    c = _chunk(hi - lo, _pullback_bytes(B, P, d, T, I, len(alphas), acts.element_size()), mem_budget, max_chunk)
     M = torch.zeros(d, d, dtype=torch.float64, device=acts.device)
     for s in range(lo, hi, c):
         cot = source_cotangents(list(range(s, min(s + c, hi))), B, T, I, n_sources_pos, n_sources_hidden,
@@ -330,8 +333,7 @@ def _causal_M_dash(Fh: Callable, acts: Tensor, alphas: list[float], weights: lis
         if q0 >= q1: continue
         x = acts[:, :t + 1]
         fns = [vjp(Fh, x * a)[1] for a in alphas]
-        per_dir = B * (t + 1) * (d * (2 + (len(alphas) > 1)) + 2 * I + 4 * d) * acts.element_size() * 2
-        c = _chunk(q1 - q0, per_dir, mem_budget, max_chunk)
+        c = _chunk(q1 - q0, _pullback_bytes(B, t + 1, d, t + 1, I, len(alphas), acts.element_size()), mem_budget, max_chunk)
         for s in range(q0, q1, c):
             cot = source_cotangents(list(range(s, min(s + c, q1))), B, t + 1, I, None, n_sources_hidden, generator,
                                     acts.dtype, acts.device)
@@ -382,12 +384,12 @@ def _positionwise_M_dash(Fh: Callable, acts: Tensor, alphas: list[float], weight
     B, P, d = acts.shape
     lo, hi = dir_range or (0, n_sources(P, I, Rp, Rh))
     el, s_el = acts.element_size(), 4
-    per_dir = B * (P * d * (2 + (len(alphas) > 1)) + 2 * P * I + 4 * P * d) * el * 2   # as the pull-back path's
+    per_dir = _pullback_bytes(B, P, d, P, I, len(alphas), el)
     budget = mem_budget if max_chunk is None else min(mem_budget, max_chunk * per_dir)
     s_bytes = B * P * I * I * s_el if Rh else 0
     if s_bytes > budget: return None
     kind, S = _source_moments(lo, hi, B, P, I, Rp, Rh, generator, acts.dtype, acts.device)
-    per_sample = P * I * d * (el + 8 + (0 if el == 8 else 8)) + (P * I * I * 8 if kind == 'full' else 0)
+    per_sample = P * I * d * (el + 8 + 8 * (el != 8)) + (P * I * I * 8 if kind == 'full' else 0)   # J, SJ, J in float64
     rest = budget - s_bytes if max_chunk is not None else budget  # a memory plan's chunk holds S too; else S is extra
     b = int(max(1, min(B, rest // (2 * per_sample))))         # samples per block of Jacobians
     M = torch.zeros(d, d, dtype=torch.float64, device=acts.device)

@@ -79,13 +79,16 @@ def _causal_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float], weigh
         I = out.shape[2]
         lo, hi = out_range or (0, I)
         if E is None: E = torch.zeros(hi - lo, r, dtype=torch.float64, device=f_hat.device)
-        per_dir = B * (3 * (t + 1) * r + 2 * (t + 1) * I + 4 * (t + 1) * r) * f_hat.element_size() * 2
-        c = _chunk(hi - lo, per_dir, mem_budget, max_chunk)
+        c = _chunk(hi - lo, _edge_bytes(B, t + 1, r, t + 1, I, r, f_hat.element_size()), mem_budget, max_chunk)
         for s in range(lo, hi, c):
             rows = list(range(s, min(s + c, hi)))
             cot = _edge_cotangents([(t, i) for i in rows], B, t + 1, I, False, None, f_hat.dtype, f_hat.device)
             E[s - lo:s - lo + len(rows)] += _edge_rows(fns, weights, cot, fh, acc)
     return E
+
+def _edge_bytes(B: int, P: int, r: int, T: int, I: int, d_in: int, el: int) -> int:
+    "Bytes one output row (cotangent or tangent) costs for `B` samples: the chunk model of the edge paths."
+    return B * (3 * P * r + 2 * T * I + 4 * P * d_in) * el * 2
 
 def _weighted_J(fns: list, weights: list[float], cot: Tensor, f_hat: Tensor, acc: torch.dtype, sum_pos: bool = True) -> Tensor:
     "`Σ_k w_k f̂ ⊙ pull-back_k(cot)` in `acc`: `[c, batch, rib_in]` summed over input positions (eq. 20), else `[c, batch, P, rib_in]`."
@@ -109,7 +112,7 @@ def _forward_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float], weig
     Hs = H if (lo, hi) == (0, I) else (lambda z: H(z)[..., lo:hi])
     S = _edge_signs(n_sources, hi - lo, B, T, generator, f_hat, acc)
     E = torch.zeros(hi - lo, r, dtype=torch.float64, device=f_hat.device)
-    per_sample = (3 * P * r + 2 * T * (hi - lo) + 4 * P * r) * f_hat.element_size() * 2   # one tangent, one sample
+    per_sample = _edge_bytes(1, P, r, T, hi - lo, r, f_hat.element_size())   # one tangent, one sample
     c = _chunk(r, B * per_sample, mem_budget, max_chunk)
     if c < min(4, r) and not max_chunk: c = min(4, r)      # each chunk re-runs the primal: fewer samples, not < 4 tangents
     b = max(1, min(B, mem_budget // (c * per_sample)))
@@ -142,8 +145,7 @@ def _positionwise_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float],
     lo, hi = out_range or (0, I)
     S = _edge_signs(n_sources, hi - lo, B, T, generator, f_hat, acc)
     fns = [vjp(H, f_hat * a)[1] for a in alphas]
-    per_dir = B * (3 * P * r + 2 * T * I + 4 * P * r) * f_hat.element_size() * 2
-    c = _chunk(hi - lo, per_dir, mem_budget, max_chunk)
+    c = _chunk(hi - lo, _edge_bytes(B, P, r, T, I, r, f_hat.element_size()), mem_budget, max_chunk)
     E = torch.zeros(hi - lo, r, dtype=torch.float64, device=f_hat.device)
     for i0 in range(lo, hi, c):
         cot = _row_cotangents(i0, min(c, hi - i0), B, T, I, f_hat.dtype, f_hat.device)   # pull-back at s: ∂Ĥ_{s,i}/∂ẑ_s
@@ -207,7 +209,7 @@ def squared_edges_batch(F: Callable,                          # section F_l
         fns.append(fn)
     pairs = [(t, i) for t in range(n_sources or T) for i in range(lo, hi)]   # position-like index outer
     E = torch.zeros(hi - lo, r, dtype=torch.float64, device=acts.device)
-    per_dir = B * (3 * P * r + 2 * T * I + 4 * P * acts.shape[-1]) * acts.element_size() * 2
+    per_dir = _edge_bytes(B, P, r, T, I, acts.shape[-1], acts.element_size())
     c = _chunk(len(pairs), per_dir, mem_budget, max_chunk)
     for s in range(0, len(pairs), c):
         chunk = pairs[s:s + c]
@@ -234,7 +236,7 @@ def functional_edges_batch(F: Callable, acts: Float[Tensor, "batch pos orig"],
     _, T, I = target.shape
     lo, hi = out_range or (0, I)
     E = torch.zeros(hi - lo, r, dtype=acts.dtype, device=acts.device)
-    per_dir = B * (3 * P * r + 2 * T * I + 4 * P * acts.shape[-1]) * acts.element_size() * 2
+    per_dir = _edge_bytes(B, P, r, T, I, acts.shape[-1], acts.element_size())
     c = _chunk(hi - lo, per_dir, mem_budget, max_chunk)
     for a, w in zip(alphas, weights):
         out, fn = vjp(H, f_hat * a)
