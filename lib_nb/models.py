@@ -441,11 +441,12 @@ def _var(r: Tensor, d: int) -> Tensor:
     return xc.pow(2).mean(-1, keepdim=True).to(r.dtype)
 
 def _layer_norm(r: Tensor, var: Tensor, d: int, eps: float, folded: bool) -> Tensor:
+    "LN of the first `d` coordinates; folded, the input's own constant coordinate `r[..., d]` is carried through (§4.3)."
     x = r[..., :d].to(_hp(r))
     if not torch._C._functorch.is_functorch_wrapped_tensor(var) and not var.requires_grad and bool((var < 0).any()):
         warnings.warn('LayerNorm variance < 0 (an ablation?); clamped to 0')
     y = ((x - x.mean(-1, keepdim=True)) / (var.to(x.dtype).clamp(min=0) + eps).sqrt()).to(r.dtype)
-    return torch.cat([y, torch.ones_like(y[..., :1])], dim=-1) if folded else y
+    return torch.cat([y, r[..., d:d + 1]], dim=-1) if folded else y
 
 class Embed(nn.Module):
     "`embed`: tokens -> `(W_E[tok], tok)` (learned positions) or `(W_E[tok],)` (rotary)."
