@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #888bcf68
 from __future__ import annotations
-import contextlib, os, tempfile
+import contextlib, difflib, os, tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -12,13 +12,14 @@ from typing import Iterator
 import torch
 from torch import Tensor
 from jaxtyping import Float, Int, Bool
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 _all_ = ['Tensor', 'Float', 'Int', 'Bool']
 
 # %% auto #0
 __all__ = ['TOLERANCES', 'PARITY', 'DTYPES', 'GLOSSARY', 'tolerance', 'test_close_t', 'default_device', 'seeded_generator',
-           'parse_dtype', 'dtype_name', 'LibConfigError', 'atomic_path', 'safe_torch_load', 'chunk_bounds', 'repo_root',
-           'shared_path', 'Glossary', 'Tensor', 'Float', 'Int', 'Bool']
+           'parse_dtype', 'dtype_name', 'LibConfigError', 'config_error', 'LibModel', 'atomic_path', 'safe_torch_load',
+           'chunk_bounds', 'repo_root', 'shared_path', 'Glossary', 'Tensor', 'Float', 'Int', 'Bool']
 
 # %% ../nbs/00_core.ipynb #cf0e4bd8
 TOLERANCES: dict[torch.dtype, dict[str, float]] = {
@@ -85,6 +86,65 @@ class LibConfigError(ValueError):
     def __init__(self, field: str, problem: str, fix: str = ''):
         self.field, self.problem, self.fix = field, problem, fix
         super().__init__(f'{field}: {problem}' + (f'. Fix: {fix}' if fix else ''))
+
+# %% ../nbs/00_core.ipynb #5a845645
+def _error_fix(err: dict, model: type | None) -> tuple[str, str]:
+    "The problem and the fix of one pydantic error record."
+    kind, ctx, got = err['type'], err.get('ctx') or {}, err.get('input')
+    if kind == 'extra_forbidden':
+        names = list(getattr(model, 'model_fields', {})) if model is not None else []
+        close = difflib.get_close_matches(str(err['loc'][-1]), names, n=1)
+        return 'unknown field', f'did you mean {close[0]!r}?' if close else f'remove it; valid fields: {names}'
+    if kind == 'missing': return 'required field is missing', f'add `{err["loc"][-1]}:` to the config'
+    if kind in ('literal_error', 'enum'): return f'unknown value {got!r}', f'use one of {ctx.get("expected")}'
+    if kind.startswith('int_'): return f'expected an integer, got {got!r}', 'write a whole number'
+    if kind.startswith('float_'): return f'expected a number, got {got!r}', 'write a number such as 1e-15'
+    if kind.startswith('bool_'): return f'expected true or false, got {got!r}', 'write true or false'
+    if kind in ('dict_type', 'model_type', 'model_attributes_type'): return f'expected a mapping, got {type(got).__name__}', 'write a YAML block of key: value lines'
+    if kind in ('list_type', 'tuple_type'): return f'expected a list, got {got!r}', 'write a YAML list, e.g. [a, b]'
+    if kind.startswith('string_'): return f'expected text, got {got!r}', 'write a string'
+    return err['msg'], ''
+
+def config_error(e: ValidationError,         # pydantic's report
+                 model: type | None = None    # the config class (for the list of valid fields)
+                ) -> LibConfigError:
+    "The first error of a pydantic report as a `LibConfigError` naming the (dotted) field, the problem and the fix."
+    err = e.errors(include_url=False)[0]
+    loc = '.'.join(str(p) for p in err['loc'])
+    inner = (err.get('ctx') or {}).get('error')
+    if isinstance(inner, LibConfigError):        # a validator's own error: keep it, under the block it came from
+        field = inner.field if not loc or inner.field.startswith(loc) else f'{loc}.{inner.field}'
+        return LibConfigError(field, inner.problem, inner.fix)
+    sub = model
+    for p in err['loc'][:-1]:                     # the nested block the field belongs to, for its list of fields
+        f = getattr(sub, 'model_fields', {}).get(p)
+        sub = getattr(f, 'annotation', None) if f is not None else None
+    problem, fix = _error_fix(err, sub if isinstance(sub, type) else None)
+    return LibConfigError(loc or (model.__name__ if model is not None else 'config'), problem, fix)
+
+class LibModel(BaseModel):
+    "Base of lib_nb's configs: frozen, unknown keys refused, every error one `LibConfigError` that names the field."
+    model_config = ConfigDict(frozen=True, extra='forbid', protected_namespaces=())
+
+    def __init__(self, **data):
+        try: super().__init__(**data)
+        except ValidationError as e: raise config_error(e, type(self)) from None
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        "Validate a plain dict (a YAML block) into the config."
+        if not isinstance(d, dict): raise LibConfigError(cls.__name__, f'expected a mapping, got {type(d).__name__}')
+        bad = [k for k in d if not isinstance(k, str)]
+        if bad: raise LibConfigError(str(bad[0]), 'field names must be text', 'quote the key in the YAML file')
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        "Every field as plain YAML/JSON values."
+        return self.model_dump(mode='json')
+
+    def replace(self, **changes):
+        "A validated copy with some fields changed (`model_copy(update=...)` would skip validation)."
+        return type(self).from_dict({**self.to_dict(), **changes})
 
 # %% ../nbs/00_core.ipynb #04d43e0a
 @contextlib.contextmanager
