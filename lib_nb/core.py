@@ -4,22 +4,25 @@
 
 # %% ../nbs/00_core.ipynb #888bcf68
 from __future__ import annotations
-import contextlib, difflib, os, tempfile
+import contextlib, difflib, hashlib, os, tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Annotated, Iterator
 
 import torch
 from torch import Tensor
 from jaxtyping import Float, Int, Bool
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 _all_ = ['Tensor', 'Float', 'Int', 'Bool']
 
 # %% auto #0
-__all__ = ['TOLERANCES', 'PARITY', 'DTYPES', 'GLOSSARY', 'tolerance', 'test_close_t', 'default_device', 'seeded_generator',
+__all__ = ['TOLERANCES', 'PARITY', 'PRECISION_TOL', 'PRECISION_LEADING', 'DTYPES', 'Integer', 'PositiveInt', 'NonNegativeInt',
+           'GLOSSARY', 'tolerance', 'test_close_t', 'rel_diff', 'graph_distance', 'default_device', 'seeded_generator',
            'parse_dtype', 'dtype_name', 'LibConfigError', 'config_error', 'LibModel', 'atomic_path', 'safe_torch_load',
-           'chunk_bounds', 'repo_root', 'shared_path', 'Glossary', 'Tensor', 'Float', 'Int', 'Bool']
+           'file_sha256', 'jsonable', 'chunk_bounds', 'repo_root', 'shared_path', 'Glossary', 'Tensor', 'Float', 'Int',
+           'Bool']
 
 # %% ../nbs/00_core.ipynb #cf0e4bd8
 TOLERANCES: dict[torch.dtype, dict[str, float]] = {
@@ -38,6 +41,12 @@ PARITY: dict[str, float] = dict(
     ablation_acc=2e-3,         # node-ablation curves against the published ones
 )
 
+PRECISION_TOL: dict[str, dict[str, float]] = dict(   # a reduced-precision build against the float64 build
+    float32=dict(lambda_rel=1e-5, edge_total_rel=1e-5),   # whole Lambda vectors and per-block edge totals
+    bfloat16=dict(lambda_rel=0.05, edge_total_rel=0.05),  # the leading Lambdas (top `PRECISION_LEADING`) and edge totals
+)
+PRECISION_LEADING = 4
+
 def tolerance(dtype: torch.dtype) -> dict[str, float]:
     "rtol/atol for comparing two computations that should agree up to rounding in `dtype`."
     return TOLERANCES.get(dtype, TOLERANCES[torch.float32])
@@ -55,6 +64,31 @@ def test_close_t(a: Tensor,             # computed tensor
     torch.testing.assert_close(a, b, rtol=tol['rtol'] if rtol is None else rtol,
                                atol=tol['atol'] if atol is None else atol, check_dtype=check_dtype,
                                check_device=True, msg=(lambda m: f'{msg}\n{m}') if msg else None)
+
+# %% ../nbs/00_core.ipynb #b4313fe3
+def rel_diff(a: Tensor, b: Tensor) -> float:
+    "`‖a − b‖ / ‖b‖` in float64 (`‖a‖` when `b` is 0)."
+    a, b = a.to(torch.float64), b.to(torch.float64)
+    n = float(b.norm())
+    return float((a - b).norm()) / n if n > 0 else float(a.norm())
+
+def _col_signs(x: Tensor, y: Tensor, dim: int = 0) -> Tensor:
+    return torch.where((x.double() * y.double()).sum(dim) < 0, -1.0, 1.0).to(x.dtype)
+
+def graph_distance(a, b,                      # two graphs (`lib_nb.graph.Graph`) of the same config
+                   kinds: tuple[str, ...] = ('mean', 'gram', 'Lambda', 'W', 'C', 'V', 'C_pinv')
+                  ) -> dict[str, float]:
+    "Relative distance of every tensor of `a` from `b`'s, bases up to eigenvector signs; keys as in the results file."
+    if a.widths != b.widths: raise AssertionError(f'widths differ: {a.widths} vs {b.widths}')
+    out = {}
+    for k in kinds:
+        for n, x in getattr(a, k).items():
+            y = getattr(b, k)[n]
+            if k == 'V': x = x * _col_signs(a.W[n], b.W[n])[:, None]
+            if k in ('W', 'C', 'V'): x = x * _col_signs(x, y)
+            if k == 'C_pinv': x = x * _col_signs(x, y, 1)[:, None]
+            out[f'{k}/{n}'] = rel_diff(x, y)
+    return out | {f'E_hat/{i}->{o}': rel_diff(E, b.E_hat[(i, o)]) for (i, o), E in a.E_hat.items()}
 
 # %% ../nbs/00_core.ipynb #b2d616b1
 def default_device() -> torch.device:
@@ -87,7 +121,7 @@ class LibConfigError(ValueError):
         self.field, self.problem, self.fix = field, problem, fix
         super().__init__(f'{field}: {problem}' + (f'. Fix: {fix}' if fix else ''))
 
-# %% ../nbs/00_core.ipynb #5a845645
+# %% ../nbs/00_core.ipynb #3dd0f869
 def _error_fix(err: dict, model: type | None) -> tuple[str, str]:
     "The problem and the fix of one pydantic error record."
     kind, ctx, got = err['type'], err.get('ctx') or {}, err.get('input')
@@ -98,6 +132,9 @@ def _error_fix(err: dict, model: type | None) -> tuple[str, str]:
     if kind == 'missing': return 'required field is missing', f'add `{err["loc"][-1]}:` to the config'
     if kind in ('literal_error', 'enum'): return f'unknown value {got!r}', f'use one of {ctx.get("expected")}'
     if kind.startswith('int_'): return f'expected an integer, got {got!r}', 'write a whole number'
+    if kind in ('greater_than_equal', 'greater_than'):
+        bound = ctx.get('ge', ctx.get('gt'))
+        return f'must be {">=" if kind.endswith("equal") else ">"} {bound}, got {got!r}', 'use null to leave it unset' if bound in (0, 1) else ''
     if kind.startswith('float_'): return f'expected a number, got {got!r}', 'write a number such as 1e-15'
     if kind.startswith('bool_'): return f'expected true or false, got {got!r}', 'write true or false'
     if kind in ('dict_type', 'model_type', 'model_attributes_type'): return f'expected a mapping, got {type(got).__name__}', 'write a YAML block of key: value lines'
@@ -146,6 +183,14 @@ class LibModel(BaseModel):
         "A validated copy with some fields changed (`model_copy(update=...)` would skip validation)."
         return type(self).from_dict({**self.to_dict(), **changes})
 
+def _not_bool(v):
+    if isinstance(v, bool): raise PydanticCustomError('int_type', 'Input should be a valid integer')
+    return v
+
+Integer = Annotated[int, BeforeValidator(_not_bool)]                  # YAML's `8` or `'8'`, never `true`
+PositiveInt = Annotated[int, BeforeValidator(_not_bool), Field(ge=1)]
+NonNegativeInt = Annotated[int, BeforeValidator(_not_bool), Field(ge=0)]
+
 # %% ../nbs/00_core.ipynb #04d43e0a
 @contextlib.contextmanager
 def atomic_path(path: str | Path,      # the final file or directory
@@ -183,6 +228,24 @@ def safe_torch_load(path: str | Path, map_location='cpu'):
         raise ValueError(f'{path}: refused to load: it needs arbitrary unpickling, which can run code '
                          f'({type(e).__name__}: {str(e).splitlines()[0][:200]}). Re-save it as a plain state dict '
                          f'of tensors (torch.save(model.state_dict(), path)).') from None
+
+# %% ../nbs/00_core.ipynb #386ba80b
+def file_sha256(path: str | Path) -> str:
+    "SHA-256 of a file's bytes."
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
+    return h.hexdigest()
+
+def jsonable(v):
+    "`v` as plain YAML/JSON values: paths and dtypes as strings, numpy scalars as numbers, containers recursively."
+    if isinstance(v, (str, bool, int, float)) or v is None: return v
+    if isinstance(v, Path): return str(v)
+    if isinstance(v, torch.dtype): return dtype_name(v)
+    if isinstance(v, dict): return {str(k): jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)): return [jsonable(x) for x in v]
+    if hasattr(v, 'item') and getattr(v, 'ndim', 1) == 0: return v.item()       # numpy / torch scalars
+    return str(v)
 
 # %% ../nbs/00_core.ipynb #6aa1e286
 def chunk_bounds(S: int, c: int, n: int) -> tuple[int, int]:

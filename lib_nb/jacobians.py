@@ -10,11 +10,11 @@ import torch
 from torch import Tensor
 
 from .core import Float
-from .models import SectionedModel, SequentialTransformer, MLP, Layer, module_type, _hp
+from .models import SectionedModel, SequentialTransformer, MLP, Layer, module_type, compute_dtype
 
 # %% auto #0
 __all__ = ['GEMM_TABLE_BYTES', 'section_shape', 'section_jacobian', 'section_jacobian_fn', 'M_dash_from_jacobian',
-           'squared_edges_from_jacobian']
+           'squared_edges_from_jacobian', 'section_chain']
 
 # %% ../nbs/01a_jacobians.ipynb #ec3d952c
 def _dact(act: Callable, h: Tensor) -> Tensor:
@@ -29,7 +29,7 @@ def _attn_parts(attn_in, attn_out, x: Tensor, Cn: Tensor, Pm: Tensor, last_only:
     H, dh, scale = attn_out.n_heads, attn_out.d_head, attn_out.scale
     WQ, WK, WV, WO = attn_in.W_Q, attn_in.W_K, attn_in.W_V, attn_out.W_O
     q, k, v = attn_in._proj(x, WQ, attn_in.b_Q), attn_in._proj(x, WK, attn_in.b_K), attn_in._proj(x, WV, attn_in.b_V)
-    scores = torch.einsum('bqhe,bkhe->bhqk', q.to(_hp(q)), k.to(_hp(k))) / scale          # §2.13: float32 in half precision
+    scores = torch.einsum('bqhe,bkhe->bhqk', q.to(compute_dtype(q)), k.to(compute_dtype(k))) / scale          # §2.13: float32 in half precision
     qi, ki = torch.arange(P, device=x.device)[:, None], torch.arange(P, device=x.device)[None, :]
     keep = ki <= qi
     if attn_out.window is not None: keep = keep & (ki > qi - attn_out.window)
@@ -345,3 +345,15 @@ def squared_edges_from_jacobian(jac: Callable, acts: Float[Tensor, "batch pos or
             J = Jk if J is None else J.add_(Jk)
         E += J.to(torch.float64).square().sum((0, 1))
     return E
+
+# %% ../nbs/01a_jacobians.ipynb #11866f33
+def section_chain(model: SectionedModel, l: int, upto: int) -> Callable[[Tensor], Tensor]:
+    "Sections l..upto-1 composed: node layer l -> node layer upto; one section carries its exact `F.jacobian` when known."
+    def F(x):
+        for k in range(l, upto): x = model.section(k, x)
+        return x
+    F.causal = isinstance(model, SequentialTransformer)        # output position t reads input positions <= t only
+    F.positionwise = F.causal and all(module_type(m) != 'attn_out'      # no attention: output t reads input t only
+                                      for k in range(l, upto) for m in model._section_ids[f'section_{k}'])
+    F.jacobian = section_jacobian_fn(model, l) if upto == l + 1 else None   # None: the generic vjp paths
+    return F

@@ -19,8 +19,8 @@ from .core import Tensor, Float, Int, LibConfigError, parse_dtype, dtype_name, s
 __all__ = ['ACTIVATIONS', 'LAST_POS_MODULE_TYPES', 'MLP_ACTIVATIONS', 'TINY_ARCHS', 'SEQ_ACT_FNS', 'NORMALIZATION_TYPES',
            'TINY_STORIES_N_CTX', 'gelu_new', 'get_activation', 'module_type', 'check_node_layers', 'check_last_pos',
            'SectionedModel', 'MLPConfig', 'Layer', 'MLP', 'check_mlp_weights', 'save_mlp', 'load_mlp',
-           'load_modadd_transformer', 'tiny_tlens_model', 'SeqConfig', 'Embed', 'PosEmbed', 'Add', 'LNVar', 'LNOut',
-           'AttnIn', 'AttnOut', 'Linear', 'Act', 'SequentialTransformer', 'check_seq_weights']
+           'load_modadd_transformer', 'tiny_tlens_model', 'SeqConfig', 'compute_dtype', 'Embed', 'PosEmbed', 'Add',
+           'LNVar', 'LNOut', 'AttnIn', 'AttnOut', 'Linear', 'Act', 'SequentialTransformer', 'check_seq_weights']
 
 # %% ../nbs/01_models.ipynb #5fafe287
 def gelu_new(x: Tensor) -> Tensor:
@@ -127,11 +127,14 @@ class SectionedModel(nn.Module):
         parts = torch.split(x, self.tuple_widths(l), dim=-1)
         return torch.cat(self._run(f'section_{l}', tuple(parts)), dim=-1)
 
+    def run_from(self, l: int, x: Float[Tensor, "batch pos orig"]) -> Float[Tensor, "batch pos_out d_out"]:
+        "Sections `l, l+1, …` on node layer `l`: the logits (`x` itself when `l` is past the last section)."
+        for k in range(l, self.n_sections): x = self.section(k, x)
+        return x
+
     def forward(self, inputs) -> Float[Tensor, "batch pos_out d_out"]:
         "Logits: all sections chained after the pre-section."
-        x = self.pre(inputs)
-        for l in range(self.n_sections): x = self.section(l, x)
-        return x
+        return self.run_from(0, self.pre(inputs))
 
     def tuple_widths(self, l: int) -> list[int]:
         "Widths of the tuple parts of node layer `l` (they sum to its width)."
@@ -431,18 +434,18 @@ class SeqConfig:
 def _param(t: Tensor | None) -> nn.Parameter | None:
     return None if t is None else nn.Parameter(t, requires_grad=False)
 
-def _hp(t: Tensor) -> torch.dtype:
+def compute_dtype(t: Tensor) -> torch.dtype:
     "The dtype §2.13 computes scores and LayerNorms in: float32 for half-precision tensors, else their own."
     return torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
 
 def _var(r: Tensor, d: int) -> Tensor:
-    x = r[..., :d].to(_hp(r))
+    x = r[..., :d].to(compute_dtype(r))
     xc = x - x.mean(-1, keepdim=True)
     return xc.pow(2).mean(-1, keepdim=True).to(r.dtype)
 
 def _layer_norm(r: Tensor, var: Tensor, d: int, eps: float, folded: bool) -> Tensor:
     "LN of the first `d` coordinates; folded, the input's own constant coordinate `r[..., d]` is carried through (§4.3)."
-    x = r[..., :d].to(_hp(r))
+    x = r[..., :d].to(compute_dtype(r))
     if not torch._C._functorch.is_functorch_wrapped_tensor(var) and not var.requires_grad and bool((var < 0).any()):
         warnings.warn('LayerNorm variance < 0 (an ablation?); clamped to 0')
     y = ((x - x.mean(-1, keepdim=True)) / (var.to(x.dtype).clamp(min=0) + eps).sqrt()).to(r.dtype)
@@ -523,7 +526,7 @@ class AttnOut(nn.Module):
     def forward(self, q, k, v, r):
         H = self.n_heads
         q, k, v = q.unflatten(-1, (H, self.d_head)), k.unflatten(-1, (H, self.d_head)), v.unflatten(-1, (H, -1))
-        scores = torch.einsum('bqhe,bkhe->bhqk', q.to(_hp(q)), k.to(_hp(k))) / self.scale   # float32 in half precision
+        scores = torch.einsum('bqhe,bkhe->bhqk', q.to(compute_dtype(q)), k.to(compute_dtype(k))) / self.scale   # float32 in half precision
         P = q.shape[-3]
         qi, ki = torch.arange(P, device=q.device)[:, None], torch.arange(P, device=q.device)[None, :]
         keep = ki <= qi
