@@ -19,10 +19,10 @@ _all_ = ['Tensor', 'Float', 'Int', 'Bool']
 
 # %% auto #0
 __all__ = ['TOLERANCES', 'PARITY', 'PRECISION_TOL', 'PRECISION_LEADING', 'DTYPES', 'Integer', 'PositiveInt', 'NonNegativeInt',
-           'GLOSSARY', 'tolerance', 'test_close_t', 'rel_diff', 'graph_distance', 'default_device', 'seeded_generator',
-           'parse_dtype', 'dtype_name', 'LibConfigError', 'config_error', 'LibModel', 'atomic_path', 'safe_torch_load',
-           'file_sha256', 'jsonable', 'chunk_bounds', 'repo_root', 'shared_path', 'Glossary', 'Tensor', 'Float', 'Int',
-           'Bool']
+           'GLOSSARY', 'tolerance', 'test_close_t', 'rel_diff', 'graph_distance', 'precision_report', 'default_device',
+           'seeded_generator', 'parse_dtype', 'dtype_name', 'LibConfigError', 'config_error', 'LibModel', 'atomic_path',
+           'safe_torch_load', 'file_sha256', 'jsonable', 'chunk_bounds', 'repo_root', 'shared_path', 'Glossary',
+           'Tensor', 'Float', 'Int', 'Bool']
 
 # %% ../nbs/00_core.ipynb #cf0e4bd8
 TOLERANCES: dict[torch.dtype, dict[str, float]] = {
@@ -76,7 +76,7 @@ def _col_signs(x: Tensor, y: Tensor, dim: int = 0) -> Tensor:
     return torch.where((x.double() * y.double()).sum(dim) < 0, -1.0, 1.0).to(x.dtype)
 
 def graph_distance(a, b,                      # two graphs (`lib_nb.graph.Graph`) of the same config
-                   kinds: tuple[str, ...] = ('mean', 'gram', 'Lambda', 'W', 'C', 'V', 'C_pinv')
+                   kinds: tuple[str, ...] = ('mean', 'gram', 'Lambda', 'W', 'W_pinv', 'C', 'C_pinv', 'V')
                   ) -> dict[str, float]:
     "Relative distance of every tensor of `a` from `b`'s, bases up to eigenvector signs; keys as in the results file."
     if a.widths != b.widths: raise AssertionError(f'widths differ: {a.widths} vs {b.widths}')
@@ -84,11 +84,22 @@ def graph_distance(a, b,                      # two graphs (`lib_nb.graph.Graph`
     for k in kinds:
         for n, x in getattr(a, k).items():
             y = getattr(b, k)[n]
-            if k == 'V': x = x * _col_signs(a.W[n], b.W[n])[:, None]
+            if k == 'V':          # V's rows follow W's columns; its columns past the kept Λ (≥ τ) span a null space: arbitrary
+                x = x * _col_signs(a.W[n], b.W[n])[:, None]
+                keep = b.Lambda[n] >= float(b.config.get('truncation_threshold', 0))
+                x, y = x[:, keep], y[:, keep]
             if k in ('W', 'C', 'V'): x = x * _col_signs(x, y)
-            if k == 'C_pinv': x = x * _col_signs(x, y, 1)[:, None]
+            if k in ('W_pinv', 'C_pinv'): x = x * _col_signs(x, y, 1)[:, None]
             out[f'{k}/{n}'] = rel_diff(x, y)
     return out | {f'E_hat/{i}->{o}': rel_diff(E, b.E_hat[(i, o)]) for (i, o), E in a.E_hat.items()}
+
+def precision_report(g, ref,                  # a reduced-precision graph and the float64 graph of the same config
+                     leading: int | None = None  # compare only the leading Λ of each layer (bfloat16)
+                    ) -> dict[str, float]:
+    "Worst relative differences of `g` from `ref`: Λ (optionally the leading ones) and edge totals (see `PRECISION_TOL`)."
+    lam = max(rel_diff(g.Lambda[n][:leading].double(), ref.Lambda[n][:leading]) for n in ref.Lambda)
+    e = max(abs(float(g.E_hat[k].double().sum()) / float(ref.E_hat[k].sum()) - 1) for k in ref.E_hat)
+    return dict(lambda_rel=lam, edge_total_rel=e)
 
 # %% ../nbs/00_core.ipynb #b2d616b1
 def default_device() -> torch.device:
@@ -239,7 +250,9 @@ def file_sha256(path: str | Path) -> str:
 
 def jsonable(v):
     "`v` as plain YAML/JSON values: paths and dtypes as strings, numpy scalars as numbers, containers recursively."
-    if isinstance(v, (str, bool, int, float)) or v is None: return v
+    if isinstance(v, bool) or v is None: return v
+    for t in (int, float, str):                                            # also their subclasses (numpy's float64)
+        if isinstance(v, t): return t(v)
     if isinstance(v, Path): return str(v)
     if isinstance(v, torch.dtype): return dtype_name(v)
     if isinstance(v, dict): return {str(k): jsonable(x) for k, x in v.items()}

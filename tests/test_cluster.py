@@ -1,4 +1,4 @@
-"""Distributed builds (lib_nb.cluster, spec §9): MPI ranks started with mpiexec, and the ipyparallel helper.
+"""Distributed builds (spec §9): `lib_build` on MPI ranks started with mpiexec, and the ipyparallel helper (lib_nb.cluster).
 
 Every distributed graph is compared with the single-process `lib_nb.build.build_graph` graph of the same config
 (float64), to 1e-10 relative (Frobenius norm per tensor; bases up to column signs, spec §2.4). Models: a random
@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest, torch, yaml
 
 import lib_nb.build as B
+from lib_nb.core import LibConfigError, graph_distance
+from lib_nb.graph import Graph, load_graph
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 MPIEXEC = Path(sys.executable).parent/'mpiexec'
@@ -46,40 +48,15 @@ def with_split(cfg: Path, split: str) -> Path:
 
 
 def mpirun(n: int, *args, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    "`mpiexec -n n python -m lib_nb.cluster ARGS` (the lib_build CLI of lib_nb.cluster)."
-    cmd = [str(MPIEXEC), '-n', str(n), sys.executable, '-c', 'import sys, lib_nb.cluster as K; sys.exit(K.main(sys.argv[1:]))', *map(str, args)]
+    "`mpiexec -n n lib_build ARGS` (n = 0: the plain process, no launcher)."
+    cmd = ([str(MPIEXEC), '-n', str(n)] if n else []) + [sys.executable, '-c', 'import sys, lib_nb.build as B; sys.exit(B.main(sys.argv[1:]))', *map(str, args)]
     e = {**os.environ, 'OMP_NUM_THREADS': '1', **(env or {})}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=e)
 
 
-def rel(a, b) -> float: return float((a.double() - b.double()).norm() / max(float(b.double().norm()), 1e-300))
-
-
-def graph_distance(a: B.Graph, b: B.Graph) -> dict[str, float]:
-    "Relative distance per tensor; bases up to the arbitrary signs of eigenvectors (V's rows follow W's columns)."
-    assert a.node_layers == b.node_layers and a.widths == b.widths and a.orig_trunc == b.orig_trunc
-    sign = lambda x, y, dim: torch.where((x * y).sum(dim) < 0, -1.0, 1.0).to(x.dtype)
-    out = {}
-    for k in ('mean', 'gram', 'Lambda', 'W', 'W_pinv', 'C', 'C_pinv', 'V'):
-        da, db = getattr(a, k), getattr(b, k)
-        assert set(da) == set(db), k
-        for n in da:
-            x, y = da[n], db[n]
-            if k == 'V':   # the kept columns only (Λ ≥ τ): the rest span a null space and are arbitrary
-                keep = b.Lambda[n] >= float(b.config['truncation_threshold'])
-                x, y = (x * sign(a.W[n], b.W[n], 0)[:, None])[:, keep], y[:, keep]
-            if k in ('W', 'C', 'V'): x = x * sign(x, y, 0)
-            if k in ('W_pinv', 'C_pinv'): x = x * sign(x, y, 1)[:, None]
-            out[f'{k}/{n}'] = rel(x, y)
-    assert list(a.E_hat) == list(b.E_hat)
-    for e, E in a.E_hat.items():
-        assert E.shape == b.E_hat[e].shape
-        out[f'E_hat/{e[0]}->{e[1]}'] = rel(E, b.E_hat[e])
-    return out
-
-
-def assert_same_graph(a: B.Graph, b: B.Graph, yardstick: dict[str, float] | None = None):
+def assert_same_graph(a: Graph, b: Graph, yardstick: dict[str, float] | None = None):
     "Every tensor within RTOL, or within 10x the `yardstick` distance where that is larger."
+    assert a.node_layers == b.node_layers and list(a.E_hat) == list(b.E_hat) and a.orig_trunc == b.orig_trunc
     d = graph_distance(a, b)
     tol = {k: max(RTOL, 10 * (yardstick or {}).get(k, 0)) for k in d}
     worst = max(d, key=lambda k: d[k] / tol[k])
@@ -118,7 +95,7 @@ def test_mpi_build_equals_single_process(tiny, tmp_path, n, split):
     cfg, ref = tiny
     r = mpirun(n, with_split(cfg, split), '--out', tmp_path/'g', '-q')
     assert r.returncode == 0, r.stderr[-3000:]
-    g = B.Graph.load(tmp_path/'g')
+    g = load_graph(tmp_path/'g')
     assert g.contains_all_edges and g.dist_info['global_size'] == n and g.dist_info['is_parallelised'] == (n > 1)
     assert g.config['dist_split_over'] == split
     assert_same_graph(g, ref)
@@ -135,7 +112,7 @@ def test_mpi_integrated_basis_and_functional_edges(tiny_integrated, tmp_path, sp
     assert max(yard.values()) > 0                      # the yardstick measures something
     r = mpirun(3, with_split(cfg, split), '--out', tmp_path/'g', '-q')
     assert r.returncode == 0, r.stderr[-3000:]
-    g = B.Graph.load(tmp_path/'g')
+    g = load_graph(tmp_path/'g')
     assert_same_graph(g, ref, yard)
     d = graph_distance(g, ref)
     assert sum(v > RTOL for v in d.values()) <= 2, d    # all but the ill-conditioned few are within 1e-10
@@ -152,18 +129,41 @@ def test_partial_files_and_combine(tiny, tmp_path):
     metas = [json.loads((p/'graph.json').read_text()) for p in parts]
     assert [m['contains_all_edges'] for m in metas] == [False] * 3
     assert [m['dist_info']['global_rank'] for m in metas] == [0, 1, 2]
-    rows = [B.Graph.load(p).E_hat[('ln1.0', 'ln2.0')].shape[0] for p in parts]
+    rows = [load_graph(p).E_hat[('ln1.0', 'ln2.0')].shape[0] for p in parts]
     assert sum(rows) == ref.E_hat[('ln1.0', 'ln2.0')].shape[0] and min(rows) > 0     # rows split across ranks
     assert K.combine_main([str(tmp_path/'all'), str(tmp_path/'parts')]) == 0
-    g = B.Graph.load(tmp_path/'all')
+    g = load_graph(tmp_path/'all')
     assert g.contains_all_edges
     assert_same_graph(g, ref)
     # the combiner refuses what does not belong together
-    with pytest.raises(B.LibConfigError, match=r'missing \[1\]'): K.combine_partials([parts[0], parts[2]])
-    with pytest.raises(B.LibConfigError, match='already hold complete'): K.combine_partials([*parts, tmp_path/'all'])
-    with pytest.raises(B.LibConfigError, match='duplicated'): K.combine_partials([*parts, parts[1]])
-    other = B.Graph.load(parts[1]); other.config = {**other.config, 'seed': 1}; other.save(tmp_path/'odd'/'rank_00001')
-    with pytest.raises(B.LibConfigError, match='different config'): K.combine_partials([parts[0], tmp_path/'odd'/'rank_00001', parts[2]])
+    with pytest.raises(LibConfigError, match=r'missing \[1\]'): K.combine_partials([parts[0], parts[2]])
+    with pytest.raises(LibConfigError, match='already hold complete'): K.combine_partials([*parts, tmp_path/'all'])
+    with pytest.raises(LibConfigError, match='duplicated'): K.combine_partials([*parts, parts[1]])
+    other = load_graph(parts[1]); other.config = {**other.config, 'seed': 1}; other.save(tmp_path/'odd'/'rank_00001')
+    with pytest.raises(LibConfigError, match='different config'): K.combine_partials([parts[0], tmp_path/'odd'/'rank_00001', parts[2]])
+
+
+def test_memory_budget_under_mpi(tiny, tmp_path):
+    """`max_memory_gb` works the same on ranks: too small for the model, two ranks fail exactly as one process does
+    (exit 2, the same named error, nothing written); a budget that fits gives the one-process graph of that budget."""
+    cfg, _ = tiny
+    small = tmp_path/'small.yaml'
+    small.write_text(yaml.safe_dump({**yaml.safe_load(cfg.read_text()), 'tlens_model_path': str(cfg.parent/'model.pt'),
+                                     'max_memory_gb': 1e-7}))
+    one, two = mpirun(0, small, '--out', tmp_path/'one', '-q'), mpirun(2, small, '--out', tmp_path/'two', '-q')
+    assert (one.returncode, two.returncode) == (2, 2), (one.stderr[-2000:], two.stderr[-2000:])
+    err = lambda r: sorted({l.split('config error: ')[1] for l in r.stderr.splitlines() if 'config error: ' in l})
+    assert err(one) == err(two) and len(err(one)) == 1 and 'max_memory_gb' in err(one)[0]
+    assert not (tmp_path/'one').exists() and not (tmp_path/'two').exists()
+    fits = tmp_path/'fits.yaml'
+    fits.write_text(small.read_text().replace('1.0e-07', '0.0002'))
+    ref = B.build_graph(fits, out=None)
+    assert ref.extra['memory_plan']['batch_size'] < 16            # the budget shapes the build
+    r = mpirun(2, with_split(fits, 'out_dim'), '--out', tmp_path/'g', '-q')
+    assert r.returncode == 0, r.stderr[-3000:]
+    g = load_graph(tmp_path/'g')
+    assert g.extra['memory_plan'] == ref.extra['memory_plan']
+    assert_same_graph(g, ref)
 
 
 @pytest.mark.parametrize('how', ['raise', 'exit'])
@@ -187,7 +187,7 @@ def test_ipyparallel_cluster(tiny, tmp_path):
     with K.LibCluster(n=2) as c:
         g = c.build_graph(with_split(cfg, 'out_dim'), out=tmp_path/'g', echo=lines.append)
         assert_same_graph(g, ref)
-        assert_same_graph(B.Graph.load(tmp_path/'g'), ref)
+        assert_same_graph(load_graph(tmp_path/'g'), ref)
         assert any('[rank 0] edges' in s for s in lines) and any('rank 1 of 2' in s for s in lines)
         c.client[:].execute("import os; os.environ['LIB_NB_FAIL_RANK'] = '1:bases'", block=True)   # the test hook, on the engines
         with pytest.raises(K.DistributedBuildError, match='rank 1 failed during bases'):
@@ -244,7 +244,7 @@ def test_bundled_trained_model(bundled, tmp_path, n, split):
     cfg, ref, yard = bundled
     r = mpirun(n, with_split(cfg, split), '--out', tmp_path/'g', '-q')
     assert r.returncode == 0, r.stderr[-3000:]
-    g = B.Graph.load(tmp_path/'g')
+    g = load_graph(tmp_path/'g')
     assert_same_graph(g, ref, yard)
     d = graph_distance(g, ref)
     for k in ('mean/ln1.0', 'gram/ln1.0', 'gram/unembed', 'Lambda/unembed', 'E_hat/unembed->output'): assert d[k] <= RTOL, (k, d[k])
@@ -295,7 +295,7 @@ def test_mpi_seed0_paper_build(seed0, tmp_path, n, split):
     assert 'Lambda/ln1.0' in yard_moves and not any(k.startswith(SEED0_STABLE) for k in yard_moves), yard_moves
     r = mpirun(n, with_split(cfg, split), '--out', tmp_path/'g', '-q')
     assert r.returncode == 0, r.stderr[-3000:]
-    g = B.Graph.load(tmp_path/'g')
+    g = load_graph(tmp_path/'g')
     assert g.widths == ref.widths == {'ln1.0': 115, 'ln2.0': 111, 'unembed': 116, 'output': 114}
     assert g.dist_info['global_size'] == n and g.config['dist_split_over'] == split
     d = graph_distance(g, ref)
@@ -328,6 +328,6 @@ def test_mpi_transformer_with_positions(tiny_positions, tmp_path, n, split):
     assert ref.gram['ln1.0'].shape[0] > 0 and ref.E_hat[('ln1.0', 'ln2.0')].shape[0] > 1
     r = mpirun(n, with_split(cfg, split), '--out', tmp_path/'g', '-q')
     assert r.returncode == 0, r.stderr[-3000:]
-    g = B.Graph.load(tmp_path/'g')
+    g = load_graph(tmp_path/'g')
     assert g.dist_info['global_size'] == n
     assert_same_graph(g, ref)
