@@ -4,12 +4,12 @@
 
 # %% ../nbs/00_core.ipynb #888bcf68
 from __future__ import annotations
-import contextlib, difflib, os, tempfile
+import contextlib, difflib, os, pickle, re, tempfile, warnings, zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import torch
+import torch, yaml
 from torch import Tensor
 from jaxtyping import Float, Int, Bool
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -18,8 +18,9 @@ _all_ = ['Tensor', 'Float', 'Int', 'Bool']
 
 # %% auto #0
 __all__ = ['TOLERANCES', 'PARITY', 'DTYPES', 'GLOSSARY', 'tolerance', 'test_close_t', 'default_device', 'seeded_generator',
-           'parse_dtype', 'dtype_name', 'LibConfigError', 'config_error', 'LibModel', 'atomic_path', 'safe_torch_load',
-           'chunk_bounds', 'repo_root', 'shared_path', 'Glossary', 'Tensor', 'Float', 'Int', 'Bool']
+           'parse_dtype', 'dtype_name', 'LibConfigError', 'LibFileError', 'config_error', 'LibModel', 'atomic_path',
+           'safe_torch_load', 'read_yaml', 'chunk_bounds', 'repo_root', 'shared_path', 'Glossary', 'Tensor', 'Float',
+           'Int', 'Bool']
 
 # %% ../nbs/00_core.ipynb #cf0e4bd8
 TOLERANCES: dict[torch.dtype, dict[str, float]] = {
@@ -87,7 +88,12 @@ class LibConfigError(ValueError):
         self.field, self.problem, self.fix = field, problem, fix
         super().__init__(f'{field}: {problem}' + (f'. Fix: {fix}' if fix else ''))
 
-# %% ../nbs/00_core.ipynb #5a845645
+class LibFileError(LibConfigError):
+    "A defective input file: its `field` is the file's path, so the message reads `PATH: problem. Fix: fix`."
+    def __init__(self, path: str | Path, problem: str, fix: str = ''):
+        super().__init__(str(path), problem, fix); self.path = Path(path)
+
+# %% ../nbs/00_core.ipynb #cbb74093
 def _error_fix(err: dict, model: type | None) -> tuple[str, str]:
     "The problem and the fix of one pydantic error record."
     kind, ctx, got = err['type'], err.get('ctx') or {}, err.get('input')
@@ -174,15 +180,66 @@ def atomic_path(path: str | Path,      # the final file or directory
 def _rmtree(p: Path):
     import shutil; shutil.rmtree(p, ignore_errors=True)
 
-def safe_torch_load(path: str | Path, map_location='cpu'):
-    "`torch.load` with `weights_only=True`; refuses files that need arbitrary unpickling, saying why."
+def _readable(path: str | Path) -> Path:
+    "`path` as a `Path`, checked to be an existing, non-empty file."
     path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f'{path}: no such file')
-    try: return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise ValueError(f'{path}: refused to load: it needs arbitrary unpickling, which can run code '
-                         f'({type(e).__name__}: {str(e).splitlines()[0][:200]}). Re-save it as a plain state dict '
-                         f'of tensors (torch.save(model.state_dict(), path)).') from None
+    if not path.exists(): raise LibFileError(path, 'no such file', 'check the path (relative paths are relative to the config file)')
+    if not path.is_file(): raise LibFileError(path, 'is a folder, not a file', 'point at the file inside it')
+    if path.stat().st_size == 0: raise LibFileError(path, 'the file is empty (0 bytes)', 'write it again (an interrupted copy or save?)')
+    return path
+
+def _is_text(head: bytes) -> bool:
+    "Whether the first bytes of a file read as printable UTF-8 text."
+    for cut in range(4):                                   # the head may end inside a multi-byte character
+        try: t = head[:len(head) - cut].decode('utf-8'); break
+        except UnicodeDecodeError: continue
+    else: return False
+    return all(ch.isprintable() or ch in '\t\n\r' for ch in t)
+
+def safe_torch_load(path: str | Path, map_location='cpu'):
+    "`torch.load` with `weights_only=True`: never runs code from the file; every defect is one `LibFileError`."
+    path = _readable(path)
+    with open(path, 'rb') as f: head = f.read(512)
+    resave = 'save it again: torch.save(model.state_dict(), path)'
+    if head[:4] == b'PK\x03\x04':                          # torch.save's zip format
+        if not zipfile.is_zipfile(path):
+            raise LibFileError(path, f'truncated or corrupt: a zip archive of {path.stat().st_size} bytes without its '
+                               'end record', f'copy it again or {resave}')
+    elif head[:1] != b'\x80':                                # neither a zip nor a pickle (legacy torch format)
+        if _is_text(head): raise LibFileError(path, f'plain text, not a torch checkpoint (it starts {head[:40].decode(errors="replace")!r})',
+                                              'point at the .pt file written by torch.save')
+        raise LibFileError(path, f'not a torch checkpoint (it starts with bytes {head[:8].hex()})', 'point at a file written by torch.save')
+    try:
+        with warnings.catch_warnings():                      # a foreign pickle protocol is reported below, not warned about
+            warnings.filterwarnings('ignore', message='Detected pickle protocol')
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if 'Weights only load failed' not in str(e): raise LibFileError(path, f'truncated or corrupt ({str(e)[:160]})', resave) from None
+        why = re.search(r'WeightsUnpickler error:\s*(.+?)(?:\.\s|\n\n|$)', str(e), re.S)
+        raise LibFileError(path, 'refused to load: it needs arbitrary unpickling, which can run code; nothing in it was run'
+                           + (f' ({why.group(1).strip()})' if why else ''),
+                           f'{resave} (a plain state dict of tensors)') from None
+    except (EOFError, RuntimeError, ValueError, OSError) as e:
+        first = (str(e).splitlines() or [''])[0][:160]
+        raise LibFileError(path, f'truncated or corrupt ({type(e).__name__}{": " + first if first else ""})', f'copy it again or {resave}') from None
+
+def read_yaml(path: str | Path) -> dict:
+    "The top-level mapping of a YAML file, read with the safe loader; every defect is one `LibFileError`."
+    path = _readable(path)
+    try: text = path.read_text(encoding='utf-8')
+    except UnicodeDecodeError as e: raise LibFileError(path, f'not UTF-8 text (byte {e.start})', 'point at the YAML config file') from None
+    try: d = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        m = getattr(e, 'problem_mark', None)
+        where = f' at line {m.line + 1}, column {m.column + 1}' if m is not None else ''
+        problem = getattr(e, 'problem', None) or str(e).splitlines()[0]
+        if isinstance(e, yaml.constructor.ConstructorError):  # a tag like !!python/object: the safe loader builds no objects
+            raise LibFileError(path, f'unsupported YAML tag{where}: {problem}', 'remove the tag: a config holds plain values') from None
+        raise LibFileError(path, f'YAML syntax error{where}: {problem}', 'fix the YAML there (indentation, a missing ":" or quote)') from None
+    if d is None: raise LibFileError(path, 'holds no YAML content (empty or only comments)', 'write the config as key: value lines')
+    if not isinstance(d, dict):
+        raise LibFileError(path, f'the top level is a {type(d).__name__}, not a mapping', 'write the config as key: value lines')
+    return d
 
 # %% ../nbs/00_core.ipynb #6aa1e286
 def chunk_bounds(S: int, c: int, n: int) -> tuple[int, int]:
