@@ -18,9 +18,9 @@ _all_ = ['Tensor', 'Float', 'Int', 'Bool']
 
 # %% auto #0
 __all__ = ['TOLERANCES', 'PARITY', 'DTYPES', 'GLOSSARY', 'tolerance', 'test_close_t', 'default_device', 'seeded_generator',
-           'parse_dtype', 'dtype_name', 'LibConfigError', 'LibFileError', 'config_error', 'LibModel', 'atomic_path',
-           'safe_torch_load', 'read_yaml', 'chunk_bounds', 'repo_root', 'shared_path', 'Glossary', 'Tensor', 'Float',
-           'Int', 'Bool']
+           'parse_dtype', 'dtype_name', 'LibConfigError', 'LibFileError', 'config_error', 'LibModel', 'take_alias',
+           'atomic_path', 'safe_torch_load', 'read_yaml', 'chunk_bounds', 'repo_root', 'shared_path', 'Glossary',
+           'Tensor', 'Float', 'Int', 'Bool']
 
 # %% ../nbs/00_core.ipynb #cf0e4bd8
 TOLERANCES: dict[torch.dtype, dict[str, float]] = {
@@ -151,6 +151,16 @@ class LibModel(BaseModel):
     def replace(self, **changes):
         "A validated copy with some fields changed (`model_copy(update=...)` would skip validation)."
         return type(self).from_dict({**self.to_dict(), **changes})
+
+# %% ../nbs/00_core.ipynb #280c00ef
+def take_alias(d: dict,       # the raw block
+               alias: str,    # lib_nb's name, e.g. `data_std`
+               name: str      # the original's field, e.g. `data_variances`
+              ) -> dict:
+    "`d` with `alias` renamed to `name`; a block that gives both is a `LibConfigError` naming both."
+    if not isinstance(d, dict) or alias not in d: return d
+    if name in d: raise LibConfigError(alias, f'given together with {name}, of which it is an alias', f'keep only one of {name} and {alias}')
+    return {(name if k == alias else k): v for k, v in d.items()}
 
 # %% ../nbs/00_core.ipynb #04d43e0a
 @contextlib.contextmanager
