@@ -19,8 +19,8 @@ _all_ = ['Tensor', 'Float', 'Int', 'Bool']
 # %% auto #0
 __all__ = ['TOLERANCES', 'PARITY', 'DTYPES', 'GLOSSARY', 'tolerance', 'test_close_t', 'default_device', 'seeded_generator',
            'parse_dtype', 'dtype_name', 'LibConfigError', 'LibFileError', 'config_error', 'LibModel', 'take_alias',
-           'atomic_path', 'safe_torch_load', 'read_yaml', 'chunk_bounds', 'repo_root', 'shared_path', 'Glossary',
-           'Tensor', 'Float', 'Int', 'Bool']
+           'atomic_path', 'readable_file', 'safe_torch_load', 'read_yaml', 'chunk_bounds', 'repo_root', 'shared_path',
+           'Glossary', 'Tensor', 'Float', 'Int', 'Bool']
 
 # %% ../nbs/00_core.ipynb #cf0e4bd8
 TOLERANCES: dict[torch.dtype, dict[str, float]] = {
@@ -190,8 +190,8 @@ def atomic_path(path: str | Path,      # the final file or directory
 def _rmtree(p: Path):
     import shutil; shutil.rmtree(p, ignore_errors=True)
 
-def _readable(path: str | Path) -> Path:
-    "`path` as a `Path`, checked to be an existing, non-empty file."
+def readable_file(path: str | Path) -> Path:
+    "`path` as a `Path`, checked to name an existing, non-empty file (else one `LibFileError`)."
     path = Path(path)
     if not path.exists(): raise LibFileError(path, 'no such file', 'check the path (relative paths are relative to the config file)')
     if not path.is_file(): raise LibFileError(path, 'is a folder, not a file', 'point at the file inside it')
@@ -208,7 +208,7 @@ def _is_text(head: bytes) -> bool:
 
 def safe_torch_load(path: str | Path, map_location='cpu'):
     "`torch.load` with `weights_only=True`: never runs code from the file; every defect is one `LibFileError`."
-    path = _readable(path)
+    path = readable_file(path)
     with open(path, 'rb') as f: head = f.read(512)
     resave = 'save it again: torch.save(model.state_dict(), path)'
     if head[:4] == b'PK\x03\x04':                          # torch.save's zip format
@@ -235,7 +235,7 @@ def safe_torch_load(path: str | Path, map_location='cpu'):
 
 def read_yaml(path: str | Path) -> dict:
     "The top-level mapping of a YAML file, read with the safe loader; every defect is one `LibFileError`."
-    path = _readable(path)
+    path = readable_file(path)
     try: text = path.read_text(encoding='utf-8')
     except UnicodeDecodeError as e: raise LibFileError(path, f'not UTF-8 text (byte {e.start})', 'point at the YAML config file') from None
     try: d = yaml.safe_load(text)
