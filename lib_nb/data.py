@@ -14,7 +14,7 @@ from torch import Tensor
 from pydantic import field_validator, model_validator
 from torch.utils.data import DataLoader, Dataset, Subset
 from .core import (Float, Int, LibConfigError, LibFileError, LibModel, dtype_name, parse_dtype, readable_file,
-                         safe_torch_load, seeded_generator, take_alias)
+    safe_torch_load, seeded_generator, take_alias)
 
 # %% auto #0
 __all__ = ['DatasetType', 'ReturnSet', 'FnName', 'VisionName', 'TorchvisionName', 'FNS', 'MNIST_FILES', 'DATA_ROOT_ENV',
