@@ -607,7 +607,7 @@ def _modadd_direct(path: str | Path, node_layers, last_pos_module_type, dtype, d
 
 def _model_config(model) -> dict:
     cfg = getattr(model, 'cfg', None)
-    d = _plain(dataclasses.asdict(cfg)) if dataclasses.is_dataclass(cfg) else {}
+    d = _plain(cfg.to_dict()) if hasattr(cfg, 'to_dict') else {}
     return {'config_type': type(model).__name__, **d}
 
 def load_model(cfg: BuildConfig,                   # the build config
