@@ -17,10 +17,10 @@ from fastcore.basics import patch
 from pydantic import Field, StrictBool, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .core import (Integer, LibConfigError, LibModel, NonNegativeInt, PositiveInt, atomic_path, chunk_bounds,
-                         config_error, default_device, dtype_name, file_sha256, jsonable, parse_dtype, safe_torch_load,
+                         config_error, default_device, dtype_name, file_sha256, jsonable, parse_dtype, read_yaml,
                          seeded_generator)
 from .dist import DistributedBuildError, SingleProcess, collect, get_dist, rank_device, sum_in_order
-from .models import SequentialTransformer
+from .models import ModularMLPConfig, SequentialTransformer, load_state_dict, modular_mlp
 from .folding import fold_biases, load_folded
 from .data import DatasetConfig, dataset_inputs_labels, load_dataset
 from .jacobians import section_chain
@@ -34,12 +34,11 @@ _log = logging.getLogger('lib_nb.build')
 
 # %% auto #0
 __all__ = ['BasisFormula', 'EdgeFormula', 'IntegrationRule', 'BASIS_FORMULAS', 'EDGE_FORMULAS', 'INTEGRATION_RULES',
-           'PATH_FIELDS', 'GRAM_FIELDS', 'BASIS_FIELDS', 'ACT_CACHE_BYTES', 'BuildConfig', 'read_config_yaml',
-           'load_config', 'resolve_integration', 'isolates_ln_var', 'validate_build', 'check_files',
-           'config_differences', 'check_resume', 'load_model', 'load_datasets', 'ActivationStore', 'score_terms',
-           'combine_scores', 'evaluate', 'Stores', 'means_and_grams', 'progress_bar', 'stochastic_seed',
-           'compute_bases', 'combine_edges', 'compute_edges', 'result_dir', 'peak_memory_mb', 'PhaseTimer', 'rank_dir',
-           'build_graph', 'summary', 'main']
+           'PATH_FIELDS', 'GRAM_FIELDS', 'BASIS_FIELDS', 'ACT_CACHE_BYTES', 'BuildConfig', 'load_config',
+           'resolve_integration', 'isolates_ln_var', 'validate_build', 'check_files', 'config_differences',
+           'check_resume', 'load_model', 'load_datasets', 'ActivationStore', 'score_terms', 'combine_scores',
+           'evaluate', 'Stores', 'means_and_grams', 'progress_bar', 'stochastic_seed', 'compute_bases', 'combine_edges',
+           'compute_edges', 'result_dir', 'peak_memory_mb', 'PhaseTimer', 'rank_dir', 'build_graph', 'summary', 'main']
 
 # %% ../nbs/06_build.ipynb #75a6dd47
 BasisFormula = Literal['jacobian', '(1-0)*alpha', '(1-alpha)^2', 'svd', 'neuron']
@@ -62,7 +61,7 @@ class BuildConfig(LibModel):
     tlens_pretrained: str | None = None            # a transformer-lens model name (needs `model=` offline)
     tlens_model_path: str | None = None            # modular-arithmetic checkpoint, config.yaml beside it
     mlp_path: str | None = None                    # MLP state dict, config.yaml beside it
-    modular_mlp_config: dict | None = None         # the original's block-diagonal MLPs
+    modular_mlp_config: ModularMLPConfig | None = None  # the original's block-diagonal MLPs (lib_nb.models)
     gram_dataset: dict | None = None               # data for means and grams (default: `dataset`)
     gram_batch_size: PositiveInt | None = None
     edge_batch_size: PositiveInt | None = None
@@ -145,7 +144,7 @@ class BuildConfig(LibModel):
     def from_yaml(cls, path: str | Path, check_files: bool = True) -> 'BuildConfig':
         "Read a YAML file; input paths in it are relative to the file."
         path = Path(path)
-        return cls.from_dict(read_config_yaml(path), base_dir=path.parent, check_files=check_files)
+        return cls.from_dict(read_yaml(path), base_dir=path.parent, check_files=check_files)
 
     def replace(self, **changes) -> 'BuildConfig':
         "A validated copy with some fields changed."
@@ -157,21 +156,6 @@ class BuildConfig(LibModel):
         if path is not None: Path(path).write_text(s)
         return s
     def to_json(self) -> str: return json.dumps(self.to_dict(), indent=1)
-
-def read_config_yaml(path: str | Path) -> dict:
-    "The mapping in a YAML config file; a missing, empty or unparsable file is one named error."
-    path = Path(path)
-    if not path.is_file(): raise LibConfigError(str(path), 'no such file', 'check the path of the config')
-    try: d = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        mark = getattr(e, 'problem_mark', None)
-        where = f' at line {mark.line + 1}, column {mark.column + 1}' if mark is not None else ''
-        raise LibConfigError(str(path), f'not valid YAML{where} ({getattr(e, "problem", None) or type(e).__name__})',
-                             'fix the file (indentation, a missing colon or quote)') from None
-    if not isinstance(d, dict): raise LibConfigError(str(path), 'the file holds no mapping of fields' if d is None else
-                                                     f'the top level is a {type(d).__name__}, not a mapping of fields',
-                                                     'write one `field: value` line per setting')
-    return d
 
 def load_config(config: 'BuildConfig | dict | str | Path') -> BuildConfig:
     "A `BuildConfig` from a config object, a dict or a YAML path."
@@ -219,9 +203,6 @@ def validate_build(c: BuildConfig):
         raise LibConfigError(sources[0] if sources else 'tlens_model_path',
                              f'exactly one model source must be set, got {sources or "none"}',
                              'set one of tlens_pretrained, tlens_model_path, mlp_path, modular_mlp_config')
-    if c.modular_mlp_config is not None:
-        raise LibConfigError('modular_mlp_config', 'not supported yet by lib_nb',
-                             'save the MLP as a state dict with its config.yaml and use mlp_path')
     nl = c.node_layers
     if not nl: raise LibConfigError('node_layers', 'is empty', 'list at least one module id')
     if len(set(nl)) != len(nl): raise LibConfigError('node_layers', f'duplicates in {nl}', 'list each node layer once')
@@ -351,10 +332,10 @@ def check_resume(c: BuildConfig, field: str):
 # %% ../nbs/06_build.ipynb #f85494b5
 def _checkpoint_direct(path: str | Path, node_layers, last_pos_module_type, dtype, device):
     "Folded sequential form of a transformer checkpoint and the `model:` block of its config.yaml (no transformer-lens import)."
-    block = (yaml.safe_load((Path(path).parent/'config.yaml').read_text()) or {}).get('model')
+    block = read_yaml(Path(path).parent/'config.yaml').get('model')
     if not isinstance(block, dict):
         raise LibConfigError('tlens_model_path', f'no model: block in the config.yaml beside {path}', 'save the model with its config')
-    sd = {k: v for k, v in safe_torch_load(path).items() if not k.endswith(('.mask', '.IGNORE'))}
+    sd = {k: v for k, v in load_state_dict(path).items() if not k.endswith(('.mask', '.IGNORE'))}
     seq = SequentialTransformer.from_state_dict({k: v.to(torch.float64) for k, v in sd.items()}, {**block, 'dtype': 'float64'},
                                                 node_layers, last_pos_module_type, dtype=torch.float64)
     return fold_biases(seq).to(device=device, dtype=dtype)
@@ -373,6 +354,8 @@ def load_model(cfg: BuildConfig,                   # the build config
     dt, nl, lp = cfg.torch_dtype, cfg.node_layers, cfg.last_pos_module_type
     if cfg.tlens_model_path is not None: m = _checkpoint_direct(cfg.tlens_model_path, nl, lp, dt, device)
     elif cfg.mlp_path is not None: m = load_folded(nl, mlp_path=cfg.mlp_path, dtype=dt, device=device)
+    elif cfg.modular_mlp_config is not None:      # drawn in its own dtype, folded in float64, then the run's dtype
+        m = fold_biases(modular_mlp(cfg.modular_mlp_config, nl, dtype=torch.float64)).to(device=device, dtype=dt)
     elif model is not None: m = load_folded(nl, tlens_model=model, last_pos_module_type=lp, dtype=dt, device=device)
     else:
         try: m = load_folded(nl, tlens_pretrained=cfg.tlens_pretrained, last_pos_module_type=lp, dtype=dt, device=device)
@@ -388,7 +371,7 @@ def load_model(cfg: BuildConfig,                   # the build config
 def load_datasets(cfg: BuildConfig) -> tuple:
     "The (dataset, gram dataset) of the config (`None` where not needed)."
     ckpt = cfg.tlens_model_path or cfg.mlp_path
-    model_cfg = yaml.safe_load((Path(ckpt).parent/'config.yaml').read_text()) if ckpt is not None else None
+    model_cfg = read_yaml(Path(ckpt).parent/'config.yaml') if ckpt is not None else None
     ds = load_dataset(cfg.dataset, model_cfg) if cfg.dataset is not None else None
     gds = load_dataset(cfg.gram_dataset, model_cfg) if cfg.gram_dataset is not None else ds
     return ds, gds

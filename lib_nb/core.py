@@ -4,12 +4,12 @@
 
 # %% ../nbs/00_core.ipynb #888bcf68
 from __future__ import annotations
-import contextlib, difflib, hashlib, os, tempfile
+import contextlib, difflib, hashlib, os, pickle, re, tempfile, warnings, zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Iterator
 
-import torch
+import torch, yaml
 from torch import Tensor
 from jaxtyping import Float, Int, Bool
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -20,9 +20,9 @@ _all_ = ['Tensor', 'Float', 'Int', 'Bool']
 # %% auto #0
 __all__ = ['TOLERANCES', 'PARITY', 'PRECISION_TOL', 'PRECISION_LEADING', 'DTYPES', 'Integer', 'PositiveInt', 'NonNegativeInt',
            'GLOSSARY', 'tolerance', 'test_close_t', 'rel_diff', 'graph_distance', 'precision_report', 'default_device',
-           'seeded_generator', 'parse_dtype', 'dtype_name', 'LibConfigError', 'config_error', 'LibModel', 'atomic_path',
-           'safe_torch_load', 'file_sha256', 'jsonable', 'chunk_bounds', 'repo_root', 'shared_path', 'Glossary',
-           'Tensor', 'Float', 'Int', 'Bool']
+           'seeded_generator', 'parse_dtype', 'dtype_name', 'LibConfigError', 'LibFileError', 'config_error',
+           'LibModel', 'take_alias', 'atomic_path', 'readable_file', 'safe_torch_load', 'read_yaml', 'file_sha256',
+           'jsonable', 'chunk_bounds', 'repo_root', 'shared_path', 'Glossary', 'Tensor', 'Float', 'Int', 'Bool']
 
 # %% ../nbs/00_core.ipynb #cf0e4bd8
 TOLERANCES: dict[torch.dtype, dict[str, float]] = {
@@ -132,6 +132,80 @@ class LibConfigError(ValueError):
         self.field, self.problem, self.fix = field, problem, fix
         super().__init__(f'{field}: {problem}' + (f'. Fix: {fix}' if fix else ''))
 
+class LibFileError(LibConfigError):
+    "A defective input file: its `field` is the file's path, so the message reads `PATH: problem. Fix: fix`."
+    def __init__(self, path: str | Path, problem: str, fix: str = ''):
+        super().__init__(str(path), problem, fix); self.path = Path(path)
+
+# %% ../nbs/00_core.ipynb #cbb74093
+def _error_fix(err: dict, model: type | None) -> tuple[str, str]:
+    "The problem and the fix of one pydantic error record."
+    kind, ctx, got = err['type'], err.get('ctx') or {}, err.get('input')
+    if kind == 'extra_forbidden':
+        names = list(getattr(model, 'model_fields', {})) if model is not None else []
+        close = difflib.get_close_matches(str(err['loc'][-1]), names, n=1)
+        return 'unknown field', f'did you mean {close[0]!r}?' if close else f'remove it; valid fields: {names}'
+    if kind == 'missing': return 'required field is missing', f'add `{err["loc"][-1]}:` to the config'
+    if kind in ('literal_error', 'enum'): return f'unknown value {got!r}', f'use one of {ctx.get("expected")}'
+    if kind.startswith('int_'): return f'expected an integer, got {got!r}', 'write a whole number'
+    if kind.startswith('float_'): return f'expected a number, got {got!r}', 'write a number such as 1e-15'
+    if kind.startswith('bool_'): return f'expected true or false, got {got!r}', 'write true or false'
+    if kind in ('dict_type', 'model_type', 'model_attributes_type'): return f'expected a mapping, got {type(got).__name__}', 'write a YAML block of key: value lines'
+    if kind in ('list_type', 'tuple_type'): return f'expected a list, got {got!r}', 'write a YAML list, e.g. [a, b]'
+    if kind.startswith('string_'): return f'expected text, got {got!r}', 'write a string'
+    return err['msg'], ''
+
+def config_error(e: ValidationError,         # pydantic's report
+                 model: type | None = None    # the config class (for the list of valid fields)
+                ) -> LibConfigError:
+    "The first error of a pydantic report as a `LibConfigError` naming the (dotted) field, the problem and the fix."
+    err = e.errors(include_url=False)[0]
+    loc = '.'.join(str(p) for p in err['loc'])
+    inner = (err.get('ctx') or {}).get('error')
+    if isinstance(inner, LibConfigError):        # a validator's own error: keep it, under the block it came from
+        field = inner.field if not loc or inner.field.startswith(loc) else f'{loc}.{inner.field}'
+        return LibConfigError(field, inner.problem, inner.fix)
+    sub = model
+    for p in err['loc'][:-1]:                     # the nested block the field belongs to, for its list of fields
+        f = getattr(sub, 'model_fields', {}).get(p)
+        sub = getattr(f, 'annotation', None) if f is not None else None
+    problem, fix = _error_fix(err, sub if isinstance(sub, type) else None)
+    return LibConfigError(loc or (model.__name__ if model is not None else 'config'), problem, fix)
+
+class LibModel(BaseModel):
+    "Base of lib_nb's configs: frozen, unknown keys refused, every error one `LibConfigError` that names the field."
+    model_config = ConfigDict(frozen=True, extra='forbid', protected_namespaces=())
+
+    def __init__(self, **data):
+        try: super().__init__(**data)
+        except ValidationError as e: raise config_error(e, type(self)) from None
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        "Validate a plain dict (a YAML block) into the config."
+        if not isinstance(d, dict): raise LibConfigError(cls.__name__, f'expected a mapping, got {type(d).__name__}')
+        bad = [k for k in d if not isinstance(k, str)]
+        if bad: raise LibConfigError(str(bad[0]), 'field names must be text', 'quote the key in the YAML file')
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        "Every field as plain YAML/JSON values."
+        return self.model_dump(mode='json')
+
+    def replace(self, **changes):
+        "A validated copy with some fields changed (`model_copy(update=...)` would skip validation)."
+        return type(self).from_dict({**self.to_dict(), **changes})
+
+# %% ../nbs/00_core.ipynb #280c00ef
+def take_alias(d: dict,       # the raw block
+               alias: str,    # lib_nb's name, e.g. `data_std`
+               name: str      # the original's field, e.g. `data_variances`
+              ) -> dict:
+    "`d` with `alias` renamed to `name`; a block that gives both is a `LibConfigError` naming both."
+    if not isinstance(d, dict) or alias not in d: return d
+    if name in d: raise LibConfigError(alias, f'given together with {name}, of which it is an alias', f'keep only one of {name} and {alias}')
+    return {(name if k == alias else k): v for k, v in d.items()}
+
 # %% ../nbs/00_core.ipynb #3dd0f869
 def _error_fix(err: dict, model: type | None) -> tuple[str, str]:
     "The problem and the fix of one pydantic error record."
@@ -230,15 +304,66 @@ def atomic_path(path: str | Path,      # the final file or directory
 def _rmtree(p: Path):
     import shutil; shutil.rmtree(p, ignore_errors=True)
 
-def safe_torch_load(path: str | Path, map_location='cpu'):
-    "`torch.load` with `weights_only=True`; refuses files that need arbitrary unpickling, saying why."
+def readable_file(path: str | Path) -> Path:
+    "`path` as a `Path`, checked to name an existing, non-empty file (else one `LibFileError`)."
     path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f'{path}: no such file')
-    try: return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise ValueError(f'{path}: refused to load: it needs arbitrary unpickling, which can run code '
-                         f'({type(e).__name__}: {str(e).splitlines()[0][:200]}). Re-save it as a plain state dict '
-                         f'of tensors (torch.save(model.state_dict(), path)).') from None
+    if not path.exists(): raise LibFileError(path, 'no such file', 'check the path (relative paths are relative to the config file)')
+    if not path.is_file(): raise LibFileError(path, 'is a folder, not a file', 'point at the file inside it')
+    if path.stat().st_size == 0: raise LibFileError(path, 'the file is empty (0 bytes)', 'write it again (an interrupted copy or save?)')
+    return path
+
+def _is_text(head: bytes) -> bool:
+    "Whether the first bytes of a file read as printable UTF-8 text."
+    for cut in range(4):                                   # the head may end inside a multi-byte character
+        try: t = head[:len(head) - cut].decode('utf-8'); break
+        except UnicodeDecodeError: continue
+    else: return False
+    return all(ch.isprintable() or ch in '\t\n\r' for ch in t)
+
+def safe_torch_load(path: str | Path, map_location='cpu'):
+    "`torch.load` with `weights_only=True`: never runs code from the file; every defect is one `LibFileError`."
+    path = readable_file(path)
+    with open(path, 'rb') as f: head = f.read(512)
+    resave = 'save it again: torch.save(model.state_dict(), path)'
+    if head[:4] == b'PK\x03\x04':                          # torch.save's zip format
+        if not zipfile.is_zipfile(path):
+            raise LibFileError(path, f'truncated or corrupt: a zip archive of {path.stat().st_size} bytes without its '
+                               'end record', f'copy it again or {resave}')
+    elif head[:1] != b'\x80':                                # neither a zip nor a pickle (legacy torch format)
+        if _is_text(head): raise LibFileError(path, f'plain text, not a torch checkpoint (it starts {head[:40].decode(errors="replace")!r})',
+                                              'point at the .pt file written by torch.save')
+        raise LibFileError(path, f'not a torch checkpoint (it starts with bytes {head[:8].hex()})', 'point at a file written by torch.save')
+    try:
+        with warnings.catch_warnings():                      # a foreign pickle protocol is reported below, not warned about
+            warnings.filterwarnings('ignore', message='Detected pickle protocol')
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if 'Weights only load failed' not in str(e): raise LibFileError(path, f'truncated or corrupt ({str(e)[:160]})', resave) from None
+        why = re.search(r'WeightsUnpickler error:\s*(.+?)(?:\.\s|\n\n|$)', str(e), re.S)
+        raise LibFileError(path, 'refused to load: it needs arbitrary unpickling, which can run code; nothing in it was run'
+                           + (f' ({why.group(1).strip()})' if why else ''),
+                           f'{resave} (a plain state dict of tensors)') from None
+    except (EOFError, RuntimeError, ValueError, OSError) as e:
+        first = (str(e).splitlines() or [''])[0][:160]
+        raise LibFileError(path, f'truncated or corrupt ({type(e).__name__}{": " + first if first else ""})', f'copy it again or {resave}') from None
+
+def read_yaml(path: str | Path) -> dict:
+    "The top-level mapping of a YAML file, read with the safe loader; every defect is one `LibFileError`."
+    path = readable_file(path)
+    try: text = path.read_text(encoding='utf-8')
+    except UnicodeDecodeError as e: raise LibFileError(path, f'not UTF-8 text (byte {e.start})', 'point at the YAML config file') from None
+    try: d = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        m = getattr(e, 'problem_mark', None)
+        where = f' at line {m.line + 1}, column {m.column + 1}' if m is not None else ''
+        problem = getattr(e, 'problem', None) or str(e).splitlines()[0]
+        if isinstance(e, yaml.constructor.ConstructorError):  # a tag like !!python/object: the safe loader builds no objects
+            raise LibFileError(path, f'unsupported YAML tag{where}: {problem}', 'remove the tag: a config holds plain values') from None
+        raise LibFileError(path, f'YAML syntax error{where}: {problem}', 'fix the YAML there (indentation, a missing ":" or quote)') from None
+    if d is None: raise LibFileError(path, 'holds no YAML content (empty or only comments)', 'write the config as key: value lines')
+    if not isinstance(d, dict):
+        raise LibFileError(path, f'the top level is a {type(d).__name__}, not a mapping', 'write the config as key: value lines')
+    return d
 
 # %% ../nbs/00_core.ipynb #386ba80b
 def file_sha256(path: str | Path) -> str:

@@ -4,119 +4,139 @@
 
 # %% ../nbs/03_data.ipynb #32c336fa
 from __future__ import annotations
-import dataclasses, gzip, random, struct
-from dataclasses import dataclass
+import gzip, math, os, random, struct, zlib
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Sequence, get_args
 
 import numpy as np
 import torch
 from torch import Tensor
+from pydantic import field_validator, model_validator
 from torch.utils.data import DataLoader, Dataset, Subset
-from .core import Float, Int, LibConfigError, safe_torch_load, seeded_generator
+from .core import (Float, Int, LibConfigError, LibFileError, LibModel, dtype_name, parse_dtype, readable_file,
+    safe_torch_load, seeded_generator, take_alias)
 
 # %% auto #0
-__all__ = ['DatasetType', 'ReturnSet', 'FnName', 'VisionName', 'FNS', 'DatasetConfig', 'ArrayDataset', 'dataset_inputs_labels',
-           'make_loader', 'modular_arithmetic_dataset', 'split_dataset', 'subset_dataset', 'resolve_modular_config',
-           'windows', 'tokenize_text', 'tokens_dataset', 'read_idx', 'write_idx', 'mnist_arrays', 'vision_dataset',
-           'block_vectors', 'block_vector_dataset', 'load_dataset']
+__all__ = ['DatasetType', 'ReturnSet', 'FnName', 'VisionName', 'TorchvisionName', 'FNS', 'MNIST_FILES', 'DATA_ROOT_ENV',
+           'DatasetConfig', 'ArrayDataset', 'dataset_inputs_labels', 'make_loader', 'modular_arithmetic_dataset',
+           'split_dataset', 'subset_dataset', 'resolve_modular_config', 'windows', 'read_ids', 'tokenize_text',
+           'tokens_dataset', 'read_idx', 'write_idx', 'mnist_folder', 'mnist_arrays', 'vision_dataset', 'block_vectors',
+           'block_vector_dataset', 'check_finite_inputs', 'load_dataset']
 
 # %% ../nbs/03_data.ipynb #6b3b63b0
-DatasetType = Literal['modular_arithmetic', 'tokens', 'vision', 'block_vector']
+DatasetType = Literal['modular_arithmetic', 'tokens', 'vision', 'torchvision', 'block_vector']
 ReturnSet = Literal['train', 'test', 'all']
 FnName = Literal['add', 'subtract', 'x2xyy2']
 VisionName = Literal['digits', 'mnist']
+TorchvisionName = Literal['MNIST']
 
 _COMMON = ('dataset_type', 'return_set', 'return_set_frac', 'n_samples', 'seed')
 _TYPE_FIELDS: dict[str, tuple[str, ...]] = dict(
     modular_arithmetic=_COMMON + ('modulus', 'fn_name', 'frac_train'),
     tokens=_COMMON + ('path', 'tokenizer_path', 'n_ctx', 'frac_train'),
     vision=_COMMON + ('name', 'path', 'frac_train'),
-    block_vector=('dataset_type', 'n_samples', 'seed', 'size', 'first_block_length', 'data_std',
-                  'data_perfect_correlation'),
+    torchvision=_COMMON + ('name', 'path'),
+    block_vector=('dataset_type', 'return_set_frac', 'n_samples', 'seed', 'size', 'length', 'first_block_length',
+                  'data_variances', 'data_perfect_correlation', 'dtype'),
 )
-_LEGACY_ALIASES = {'return_set_n_samples': 'n_samples'}
+_BLOCK_DEFAULTS = dict(size=1000, length=4, data_variances=(1.0, 1.0), dtype='float64')   # the original's
+_NAMES = dict(vision=get_args(VisionName), torchvision=get_args(TorchvisionName))
+_INT_FIELDS = ('n_samples', 'modulus', 'n_ctx', 'size', 'length', 'seed')
 
 def _choice(field: str, value, allowed) -> None:
     "Raise `LibConfigError` unless `value` is one of `allowed`."
     if value not in allowed: raise LibConfigError(field, f'{value!r} is not a valid choice', f'use one of {list(allowed)}')
 
-@dataclass
-class DatasetConfig:
-    "The `dataset:` block of a build or ablation config (spec §5.4 field names plus lib_nb's data sets), validated."
+class DatasetConfig(LibModel):
+    "The `dataset:` block of a build or ablation config (spec §5.4 field names, the original's and lib_nb's data sets), validated."
     dataset_type: DatasetType = 'modular_arithmetic'
     return_set: ReturnSet = 'train'           # train / test split, or all samples unsplit
     return_set_frac: float | None = None      # keep this fraction of the returned set (exclusive with n_samples)
-    n_samples: int | None = None              # keep this many samples (block_vector: how many to generate)
-    seed: int | None = 0                      # split and subset seed; null = take the checkpoint's
+    n_samples: int | None = None              # keep this many samples of the returned set
+    seed: int | None = 0                      # split, subset and block-vector seed; null = the checkpoint's (block_vector: fresh entropy)
     modulus: int | None = None                # p (null = the checkpoint's)
     fn_name: FnName | None = None             # add: a+b, subtract: a-b, x2xyy2: a²+ab+b² (null = the checkpoint's)
     frac_train: float | None = None           # train fraction of the split (null = the checkpoint's)
-    path: str | None = None                   # tokens: ids array or text file; vision mnist: folder of idx files
+    path: str | None = None                   # tokens: ids array or text file; mnist / MNIST: folder of idx files
     tokenizer_path: str | None = None         # tokens from text: a local tokenizer folder
     n_ctx: int | None = None                  # tokens: input length (labels are the next n_ctx tokens)
-    name: VisionName | None = None            # vision: digits (scikit-learn) or mnist (local idx files)
-    size: int | None = None                   # block_vector: vector length
-    first_block_length: int | None = None     # block_vector: length of the first block (the second is the rest)
-    data_std: list[float] | None = None       # block_vector: std multiplier of each block (default [1, 1])
+    name: Literal['digits', 'mnist', 'MNIST'] | None = None  # vision: digits or mnist; torchvision: MNIST
+    size: int | None = None                   # block_vector: number of samples (default 1000)
+    length: int | None = None                 # block_vector: vector length (default 4)
+    first_block_length: int | None = None     # block_vector: length of the first block (null: length // 2)
+    data_variances: tuple[float, float] | None = None  # block_vector: std multiplier per block (default [1, 1]; alias data_std)
     data_perfect_correlation: bool = False    # block_vector: every coordinate of a block takes the same draw
+    dtype: str | None = None                  # block_vector: dtype of the vectors (default float64)
 
-    def __post_init__(self):
-        _choice('dataset_type', self.dataset_type, get_args(DatasetType))
+    @model_validator(mode='before')
+    @classmethod
+    def _spellings(cls, d):
+        "The legacy `return_set_n_samples` and lib_nb's `data_std` under their field names; block-vector defaults filled in."
+        if not isinstance(d, dict): return d
+        d = take_alias(take_alias(d, 'return_set_n_samples', 'n_samples'), 'data_std', 'data_variances')
+        if d.get('dataset_type') == 'block_vector':
+            d = {**d, **{k: v for k, v in _BLOCK_DEFAULTS.items() if d.get(k) is None}}
+        return d
+
+    @field_validator(*_INT_FIELDS, 'first_block_length', mode='before')
+    @classmethod
+    def _no_bools(cls, v, info):
+        if isinstance(v, bool): raise LibConfigError(info.field_name, f'{v!r} is not an integer', 'write a whole number')
+        return v
+
+    @field_validator('data_variances', mode='before')
+    @classmethod
+    def _two(cls, v):
+        if v is not None and (not isinstance(v, (list, tuple)) or len(v) != 2):
+            raise LibConfigError('data_variances', f'{v!r} is not two non-negative numbers',
+                                 'give one standard-deviation multiplier per block, e.g. [1.0, 1.0]')
+        return v
+
+    @field_validator('dtype', mode='before')
+    @classmethod
+    def _dtype(cls, v): return None if v is None else dtype_name(parse_dtype(v))
+
+    @model_validator(mode='after')
+    def _rules(self):
         valid = _TYPE_FIELDS[self.dataset_type]
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        for f, d in defaults.items():
-            if f not in valid and getattr(self, f) != d:
+        for f, info in type(self).model_fields.items():
+            if f not in valid and getattr(self, f) != info.default:
                 raise LibConfigError(f, f'does not apply to dataset_type {self.dataset_type!r}',
                                      f'remove it; fields of this type: {list(valid)}')
-        _choice('return_set', self.return_set, get_args(ReturnSet))
-        if self.fn_name is not None: _choice('fn_name', self.fn_name, get_args(FnName))
-        if self.name is not None: _choice('name', self.name, get_args(VisionName))
-        if self.return_set_frac is not None and self.n_samples is not None and self.dataset_type != 'block_vector':
+        if self.return_set_frac is not None and self.n_samples is not None:
             raise LibConfigError('n_samples', 'set together with return_set_frac', 'set at most one of the two')
         if self.return_set_frac is not None and not 0 < self.return_set_frac <= 1:
             raise LibConfigError('return_set_frac', f'{self.return_set_frac} is outside (0, 1]', 'use a fraction in (0, 1]')
         if self.frac_train is not None and not 0 < self.frac_train < 1:
             raise LibConfigError('frac_train', f'{self.frac_train} is outside (0, 1)', 'use a fraction in (0, 1)')
-        for f in ('n_samples', 'modulus', 'n_ctx', 'size', 'first_block_length'):
+        for f in _INT_FIELDS[:-1]:
             v = getattr(self, f)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise LibConfigError(f, f'{v!r} is not a positive integer', 'use an integer >= 1')
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise LibConfigError('seed', f'{self.seed!r} is not an integer', 'use an integer (or null for the checkpoint\'s)')
+            if v is not None and v < 1: raise LibConfigError(f, f'{v!r} is not a positive integer', 'use an integer >= 1')
         if self.dataset_type == 'tokens' and self.path is None:
             raise LibConfigError('path', 'tokens need a local file', 'set path to a .npy/.pt array of ids or a text file')
-        if self.dataset_type == 'vision':
-            if self.name is None: raise LibConfigError('name', 'vision needs a data set name', f'use one of {list(get_args(VisionName))}')
-            if self.name == 'mnist' and self.path is None:
-                raise LibConfigError('path', 'mnist is read from local idx files', 'set path to the folder holding them')
-            if self.name == 'mnist' and self.frac_train is not None:
-                raise LibConfigError('frac_train', 'mnist uses its own train/t10k files', 'remove frac_train')
+        if self.dataset_type in _NAMES:
+            if self.name is None: raise LibConfigError('name', f'{self.dataset_type} needs a data set name', f'use one of {list(_NAMES[self.dataset_type])}')
+            _choice('name', self.name, _NAMES[self.dataset_type])
+        if self.name == 'mnist' and self.path is None:
+            raise LibConfigError('path', 'mnist is read from local idx files', 'set path to the folder holding them')
+        if self.name == 'mnist' and self.frac_train is not None:
+            raise LibConfigError('frac_train', 'mnist uses its own train/t10k files', 'remove frac_train')
         if self.dataset_type == 'block_vector': self._check_blocks()
+        return self
 
     def _check_blocks(self):
-        if self.size is None: raise LibConfigError('size', 'block vectors need a length', 'set size')
-        if self.n_samples is None: raise LibConfigError('n_samples', 'block vectors need a count', 'set n_samples')
-        if self.first_block_length is None or not self.first_block_length < self.size:
-            raise LibConfigError('first_block_length', f'{self.first_block_length!r} must be set and below size={self.size}',
-                                 'choose 1 <= first_block_length < size')
-        if self.data_std is not None and (len(self.data_std) != 2 or any(s < 0 for s in self.data_std)):
-            raise LibConfigError('data_std', f'{self.data_std!r} is not two non-negative numbers',
+        f = self.first_block_length
+        if f is not None and not 0 <= f <= self.length:
+            raise LibConfigError('first_block_length', f'{f} is outside 0..length={self.length}',
+                                 f'choose 0 <= first_block_length <= {self.length}, or null for length // 2')
+        if any(not math.isfinite(s) or s < 0 for s in self.data_variances):
+            raise LibConfigError('data_variances', f'{list(self.data_variances)} is not two non-negative numbers',
                                  'give one standard-deviation multiplier per block, e.g. [1.0, 1.0]')
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> 'DatasetConfig':
-        "A config from a `dataset:` block; unknown fields raise `LibConfigError` listing the valid ones."
-        d = {_LEGACY_ALIASES.get(k, k): v for k, v in d.items()}
-        names = [f.name for f in dataclasses.fields(cls)]
-        for k in d:
-            if k not in names: raise LibConfigError(k, 'unknown dataset field', f'valid fields: {names}')
-        return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
         "The fields that differ from their defaults, plus `dataset_type` (what `from_dict` needs back)."
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        return {k: v for k, v in dataclasses.asdict(self).items() if k == 'dataset_type' or v != defaults[k]}
+        d, fields = self.model_dump(mode='json'), type(self).model_fields
+        return {k: v for k, v in d.items() if k == 'dataset_type' or v != fields[k].default}
 
     def to_yaml(self) -> str:
         "The config as a YAML `dataset:` block body."
@@ -221,7 +241,7 @@ def resolve_modular_config(cfg: DatasetConfig,            # the build config's d
     if cfg.frac_train is not None and ck['frac_train'] is not None and cfg.frac_train != ck['frac_train']:
         raise LibConfigError('frac_train', f"{cfg.frac_train} differs from the checkpoint's {ck['frac_train']}",
                              "remove it from the dataset block or set it to the checkpoint's value")
-    out = dataclasses.replace(cfg,
+    out = cfg.replace(
         modulus=cfg.modulus if cfg.modulus is not None else ck['modulus'],
         fn_name=cfg.fn_name if cfg.fn_name is not None else ck['fn_name'],
         frac_train=cfg.frac_train if cfg.frac_train is not None else ck['frac_train'],
@@ -246,11 +266,28 @@ def windows(stream: Int[Tensor, "T"],  # a token stream
     w = stream[idx]
     return w[:, :-1], w[:, 1:]
 
-def _read_ids(path: Path) -> Tensor:
-    if path.suffix == '.npy': return torch.from_numpy(np.load(path, allow_pickle=False))
-    t = safe_torch_load(path)
-    if not isinstance(t, Tensor): raise LibConfigError('path', f'{path.name} holds a {type(t).__name__}, not a tensor',
-                                                       'save the ids with torch.save(tensor, path)')
+def read_ids(path: str | Path) -> Int[Tensor, "..."]:
+    "Token ids from a `.npy` (never unpickled) or `.pt` (`safe_torch_load`) file; every defect is one `LibFileError`."
+    path = readable_file(path)
+    if path.suffix == '.npy':
+        try: a = np.load(path, allow_pickle=False)
+        except ValueError as e:
+            if 'pickle' in str(e).lower():
+                raise LibFileError(path, 'holds pickled Python objects, which are never unpickled (they can run code)',
+                                   'save a plain integer array: np.save(path, ids.astype(np.int64))') from None
+            raise LibFileError(path, f'truncated or corrupt .npy file ({str(e)[:160]})', 'save the ids again with np.save') from None
+        except (EOFError, OSError) as e: raise LibFileError(path, f'truncated or corrupt .npy file ({type(e).__name__})', 'save the ids again with np.save') from None
+        if a.dtype.kind not in 'iu':
+            raise LibFileError(path, f'holds {a.dtype} values, not integer token ids', 'save the ids as integers: np.save(path, ids.astype(np.int64))')
+        t = torch.from_numpy(a.astype(np.int64))
+    else:
+        t = safe_torch_load(path)
+        if not isinstance(t, Tensor): raise LibFileError(path, f'holds a {type(t).__name__}, not a tensor of token ids',
+                                                         'save the ids with torch.save(tensor, path)')
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise LibFileError(path, f'holds {dtype_name(t.dtype)} values, not integer token ids', 'save the ids as a torch.long tensor')
+    if t.numel() == 0: raise LibFileError(path, f'holds no token ids (shape {tuple(t.shape)})', 'write the tokenised data set into it')
+    if int(t.min()) < 0: raise LibFileError(path, f'holds negative token ids (min {int(t.min())})', 'save the ids of a tokenizer (0 .. vocab - 1)')
     return t
 
 def tokenize_text(text_path: str | Path,     # a UTF-8 text file
@@ -259,8 +296,12 @@ def tokenize_text(text_path: str | Path,     # a UTF-8 text file
     "The token ids of a text file under a tokenizer loaded from a local folder (no hub access)."
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(str(tokenizer_path), local_files_only=True)
-    ids = tok(Path(text_path).read_text(encoding='utf-8'), add_special_tokens=False,
-              verbose=False)['input_ids']
+    text_path = readable_file(text_path)
+    try: text = text_path.read_text(encoding='utf-8')
+    except UnicodeDecodeError as e:
+        raise LibFileError(text_path, f'not UTF-8 text (byte {e.start}); read as text because of its suffix',
+                           'give a UTF-8 text file, or ids as .npy/.pt') from None
+    ids = tok(text, add_special_tokens=False, verbose=False)['input_ids']
     return torch.tensor(ids, dtype=torch.long)
 
 def tokens_dataset(cfg: DatasetConfig) -> ArrayDataset:
@@ -270,7 +311,7 @@ def tokens_dataset(cfg: DatasetConfig) -> ArrayDataset:
     if path.suffix in ('.npy', '.pt', '.pth'):
         if cfg.tokenizer_path is not None:
             raise LibConfigError('tokenizer_path', 'given with pre-tokenised ids', 'remove it, or point path at a text file')
-        ids = _read_ids(path).long()
+        ids = read_ids(path)
     else:
         if cfg.tokenizer_path is None:
             raise LibConfigError('tokenizer_path', f'{path.name} is read as text, which needs a tokenizer',
@@ -290,18 +331,24 @@ def tokens_dataset(cfg: DatasetConfig) -> ArrayDataset:
 _IDX_TYPES = {0x08: '>u1', 0x09: '>i1', 0x0B: '>i2', 0x0C: '>i4', 0x0D: '>f4', 0x0E: '>f8'}
 
 def _open(path: Path) -> bytes:
-    raw = path.read_bytes()
-    return gzip.decompress(raw) if raw[:2] == b'\x1f\x8b' else raw
+    raw = readable_file(path).read_bytes()
+    if raw[:2] != b'\x1f\x8b': return raw
+    try: return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as e:
+        raise LibFileError(path, f'truncated or corrupt gzip file ({type(e).__name__})', 'download or copy it again') from None
 
 def read_idx(path: str | Path) -> np.ndarray:
-    "The array in an idx file (MNIST's `ubyte` format), gzipped or not."
+    "The array in an idx file (MNIST's `ubyte` format), gzipped or not; a defective file is one `LibFileError`."
     path = Path(path); buf = _open(path)
     if len(buf) < 4 or buf[:2] != b'\x00\x00' or buf[2] not in _IDX_TYPES:
-        raise ValueError(f'{path}: not an idx file (header {buf[:4].hex()})')
-    ndim = buf[3]; dims = struct.unpack(f'>{ndim}I', buf[4:4 + 4 * ndim])
+        raise LibFileError(path, f'not an idx file (header {buf[:4].hex()})', 'point at idx files such as train-images-idx3-ubyte')
+    ndim = buf[3]
+    if len(buf) < 4 + 4 * ndim: raise LibFileError(path, f'truncated: {len(buf)} bytes hold no {ndim}-d idx header', 'download or copy it again')
+    dims = struct.unpack(f'>{ndim}I', buf[4:4 + 4 * ndim])
     dt = np.dtype(_IDX_TYPES[buf[2]]); n = int(np.prod(dims, dtype=np.int64))
     data = buf[4 + 4 * ndim:]
-    if len(data) != n * dt.itemsize: raise ValueError(f'{path}: {len(data)} data bytes, expected {n * dt.itemsize} for {dims}')
+    if len(data) != n * dt.itemsize:
+        raise LibFileError(path, f'{len(data)} data bytes, expected {n * dt.itemsize} for shape {dims} (truncated?)', 'download or copy it again')
     return np.frombuffer(data, dtype=dt).reshape(dims).astype(dt.newbyteorder('='))
 
 def write_idx(a: np.ndarray,          # the array (dtype one of the idx types)
@@ -315,29 +362,46 @@ def write_idx(a: np.ndarray,          # the array (dtype one of the idx types)
     return path
 
 # %% ../nbs/03_data.ipynb #b1565507
-_MNIST_FILES = dict(train=('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
-                    test=('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'))
+MNIST_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')
+_MNIST_PARTS = dict(train=MNIST_FILES[:2], test=MNIST_FILES[2:])
+DATA_ROOT_ENV = 'LIB_NB_DATA_ROOT'       # data root of torchvision-layout data sets (`<root>/MNIST/raw/`)
 
-def _find_idx(folder: Path, stem: str) -> Path:
+def _find_idx(folder: Path, stem: str, where: str = '') -> Path:
     for cand in (folder/stem, folder/f'{stem}.gz', folder/stem.replace('-idx', '.idx')):
         if cand.exists(): return cand
-    raise LibConfigError('path', f'{folder} has no {stem}[.gz]', 'put the MNIST idx files in that folder')
+    problem = 'no such folder' if not folder.is_dir() else f'no {stem} (nor {stem}.gz) in this folder'
+    raise LibFileError(folder, problem + (f' ({where})' if where else ''),
+                       f'put the four MNIST idx files there, gzipped or not: {", ".join(MNIST_FILES)}')
+
+def mnist_folder(cfg: DatasetConfig) -> tuple[Path, str]:
+    "The folder of `cfg`'s MNIST idx files (`path`, else `$LIB_NB_DATA_ROOT/MNIST/raw`) and where it came from."
+    if cfg.path is not None: return Path(cfg.path).expanduser(), 'from dataset.path'
+    root = os.environ.get(DATA_ROOT_ENV)
+    if not root:
+        raise LibConfigError('path', f'is not set and ${DATA_ROOT_ENV} is unset, so there is no folder to read MNIST from',
+                             f'set path to the folder holding {", ".join(MNIST_FILES)} (gzipped or not), '
+                             f'or set {DATA_ROOT_ENV} to a data root whose MNIST/raw/ holds them')
+    return Path(root).expanduser()/'MNIST'/'raw', f'torchvision\'s layout under ${DATA_ROOT_ENV}'
 
 def mnist_arrays(folder: str | Path,   # folder holding the MNIST idx files
-                 part: Literal['train', 'test']
+                 part: Literal['train', 'test'],
+                 where: str = ''       # where the folder came from (for the error)
                 ) -> tuple[Float[Tensor, "n 784"], Int[Tensor, "n"]]:
-    "MNIST images (flattened, scaled to [0, 1], float32) and labels (int64) of one part from local idx files."
+    "MNIST images (flattened, `ToTensor`-scaled `bytes / 255`, float32) and labels (int64) of one part from local idx files."
     folder = Path(folder)
-    imgs, labels = (read_idx(_find_idx(folder, s)) for s in _MNIST_FILES[part])
-    if len(imgs) != len(labels): raise ValueError(f'{folder}: {len(imgs)} {part} images but {len(labels)} labels')
+    paths = [_find_idx(folder, s, where) for s in _MNIST_PARTS[part]]
+    imgs, labels = (read_idx(p) for p in paths)
+    if len(imgs) != len(labels):
+        raise LibFileError(paths[1], f'{len(labels)} labels for the {len(imgs)} images of {paths[0].name}', 'use the label file of those images')
     x = torch.from_numpy(imgs.reshape(len(imgs), -1).astype(np.float32) / 255)
     return x, torch.from_numpy(labels.astype(np.int64))
 
 def vision_dataset(cfg: DatasetConfig) -> Dataset:
-    "The images of `cfg` (`dataset_type: vision`): digits split by `frac_train`, or MNIST's own train/t10k files."
-    if cfg.name == 'mnist':
+    "The images of `cfg`: digits split by `frac_train`, or MNIST's own train/t10k files (`vision` mnist, `torchvision` MNIST)."
+    if cfg.dataset_type == 'torchvision' or cfg.name == 'mnist':
+        folder, where = mnist_folder(cfg)
         parts = ['train', 'test'] if cfg.return_set == 'all' else [cfg.return_set]
-        xs, ys = zip(*(mnist_arrays(cfg.path, p) for p in parts))
+        xs, ys = zip(*(mnist_arrays(folder, p, where) for p in parts))
         return ArrayDataset(torch.cat(xs), torch.cat(ys))
     from sklearn.datasets import load_digits
     d = load_digits()
@@ -347,37 +411,50 @@ def vision_dataset(cfg: DatasetConfig) -> Dataset:
     return split_dataset(full, cfg.frac_train, cfg.seed or 0, cfg.return_set)
 
 # %% ../nbs/03_data.ipynb #e3ec9a71
-def block_vectors(n_samples: int,                  # number of vectors
-                  size: int,                       # vector length
-                  first_block_length: int,         # length of the first block
-                  data_std: list[float] | None = None, # std multiplier per block (default [1, 1])
-                  perfect_correlation: bool = False,   # one draw per block instead of one per coordinate
-                  seed: int = 0                    # generator seed
-                 ) -> Float[Tensor, "n_samples size"]:
-    "Seeded vectors of two independent Gaussian blocks with the given standard-deviation multipliers."
-    std = torch.tensor(data_std if data_std is not None else [1.0, 1.0], dtype=torch.float64)
-    g = seeded_generator(seed)
-    lengths = torch.tensor([first_block_length, size - first_block_length])
-    if perfect_correlation:
-        z = torch.randn(n_samples, 2, generator=g, dtype=torch.float64).repeat_interleave(lengths, dim=1)
-    else:
-        z = torch.randn(n_samples, size, generator=g, dtype=torch.float64)
-    return (z * std.repeat_interleave(lengths)).float()
+def block_vectors(size: int = 1000,                       # number of vectors (samples)
+                  length: int = 4,                        # vector length
+                  first_block_length: int | None = None,  # length of the first block (None: length // 2)
+                  data_variances: Sequence[float] = (1.0, 1.0), # std multiplier per block
+                  perfect_correlation: bool = False,      # one draw per block instead of one per coordinate
+                  seed: int | None = 0,                   # generator seed; None: fresh entropy
+                  dtype: str | torch.dtype = 'float64'    # dtype of the draws and the vectors
+                 ) -> Float[Tensor, "size length"]:
+    "Seeded vectors of two independent Gaussian blocks, drawn as the original code draws them (first block first)."
+    dt = parse_dtype(dtype)
+    f = length // 2 if first_block_length is None else first_block_length
+    if seed is None: g = torch.Generator(); g.seed()
+    else: g = seeded_generator(seed)
+    x = torch.empty(size, length, dtype=dt)
+    for (lo, hi), s in zip(((0, f), (f, length)), data_variances):
+        x[:, lo:hi] = s * torch.randn(size, 1 if perfect_correlation else hi - lo, generator=g, dtype=dt)
+    return x
 
 def block_vector_dataset(cfg: DatasetConfig) -> ArrayDataset:
-    "The block vectors of `cfg` (`dataset_type: block_vector`); each label is its input."
-    x = block_vectors(cfg.n_samples, cfg.size, cfg.first_block_length, cfg.data_std, cfg.data_perfect_correlation,
-                      cfg.seed or 0)
-    return ArrayDataset(x, x)
+    "The block vectors of `cfg` (`dataset_type: block_vector`), every label NaN (there is no task)."
+    x = block_vectors(cfg.size, cfg.length, cfg.first_block_length, cfg.data_variances, cfg.data_perfect_correlation,
+                      cfg.seed, cfg.dtype)
+    return ArrayDataset(x, torch.full((len(x),), float('nan'), dtype=x.dtype))
 
 # %% ../nbs/03_data.ipynb #1be85d27
+def check_finite_inputs(ds: Dataset, cfg: DatasetConfig):
+    "Refuse float inputs holding NaN or inf, naming the data set (they would poison every mean and gram)."
+    root, idx = _root_and_indices(ds)
+    x = root.inputs if isinstance(root, ArrayDataset) else dataset_inputs_labels(ds)[0]
+    if not x.is_floating_point(): return
+    bad = ~torch.isfinite(x.reshape(len(x), -1)).all(1)
+    if bad.any():
+        what = ' '.join(str(v) for v in (cfg.dataset_type, cfg.name, f'from {cfg.path}' if cfg.path else None) if v)
+        raise LibConfigError('dataset', f'the {what} inputs hold NaN or inf in {int(bad.sum())} of {len(x)} samples '
+                             f'(first: sample {int(bad.nonzero()[0, 0])})',
+                             'fix the data files, or the parameters that made the data (a dtype too narrow for them?)')
+
 def load_dataset(cfg: dict | DatasetConfig,       # the dataset block (dict or config)
                  model_cfg: dict | None = None    # the checkpoint's config.yaml (modular arithmetic only)
                 ) -> Dataset:
     "The data set of `cfg`: a `Dataset` of `(input, label)` pairs, split and subset as spec §5.4 says."
     if not isinstance(cfg, DatasetConfig): cfg = DatasetConfig.from_dict(dict(cfg))
-    if cfg.dataset_type == 'block_vector': return block_vector_dataset(cfg)
-    if cfg.dataset_type == 'modular_arithmetic':
+    if cfg.dataset_type == 'block_vector': ds = block_vector_dataset(cfg)
+    elif cfg.dataset_type == 'modular_arithmetic':
         cfg = resolve_modular_config(cfg, model_cfg)
         ds = split_dataset(modular_arithmetic_dataset(cfg.modulus, cfg.fn_name), cfg.frac_train, cfg.seed, cfg.return_set)
     elif cfg.dataset_type == 'tokens':
@@ -385,4 +462,5 @@ def load_dataset(cfg: dict | DatasetConfig,       # the dataset block (dict or c
             raise LibConfigError('frac_train', f'needed to split off the {cfg.return_set!r} set', 'set frac_train, or use return_set: all')
         ds = split_dataset(tokens_dataset(cfg), cfg.frac_train, cfg.seed or 0, cfg.return_set)
     else: ds = vision_dataset(cfg)
+    check_finite_inputs(ds, cfg)
     return subset_dataset(ds, cfg.return_set_frac, cfg.n_samples, cfg.seed if cfg.seed is not None else 0)

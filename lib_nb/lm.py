@@ -61,7 +61,7 @@ def save_tlens_model(model,                              # a HookedTransformer (
     seq = SeqConfig.from_tlens_cfg(cfg)                  # refuses architectures the sequential form does not model
     dt = parse_dtype(dtype) if dtype is not None else cfg.dtype
     sd = {k: v.to('cpu', dt).clone() for k, v in sd.items()}
-    block = jsonable(dataclasses.asdict(seq)) | {'dtype': dtype_name(dt)}
+    block = jsonable(seq.to_dict()) | {'dtype': dtype_name(dt)}
     tl = tlens_config_dict(cfg) | {'dtype': dtype_name(dt)}
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder/name) as tmp: torch.save(sd, tmp)

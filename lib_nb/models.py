@@ -5,22 +5,26 @@
 # %% ../nbs/01_models.ipynb #6a6a34b7
 from __future__ import annotations
 import math, warnings
-from dataclasses import dataclass, fields, asdict
+from dataclasses import fields
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
 import torch, yaml
 import torch.nn.functional as F
+from pydantic import field_validator, model_validator
 from torch import nn
 
-from .core import Tensor, Float, Int, LibConfigError, parse_dtype, dtype_name, safe_torch_load, atomic_path
+from .core import (Tensor, Float, Int, LibConfigError, LibFileError, LibModel, parse_dtype, dtype_name, safe_torch_load,
+    read_yaml, atomic_path, seeded_generator, take_alias)
 
 # %% auto #0
-__all__ = ['ACTIVATIONS', 'LAST_POS_MODULE_TYPES', 'MLP_ACTIVATIONS', 'TINY_ARCHS', 'SEQ_ACT_FNS', 'NORMALIZATION_TYPES',
-           'TINY_STORIES_N_CTX', 'gelu_new', 'get_activation', 'module_type', 'check_node_layers', 'check_last_pos',
-           'SectionedModel', 'MLPConfig', 'Layer', 'MLP', 'check_mlp_weights', 'save_mlp', 'load_mlp',
-           'load_modadd_transformer', 'tiny_tlens_model', 'SeqConfig', 'compute_dtype', 'Embed', 'PosEmbed', 'Add',
-           'LNVar', 'LNOut', 'AttnIn', 'AttnOut', 'Linear', 'Act', 'SequentialTransformer', 'check_seq_weights']
+__all__ = ['ACTIVATIONS', 'LAST_POS_MODULE_TYPES', 'MLP_ACTIVATIONS', 'MLPActivation', 'TLENS_BUFFERS', 'TINY_ARCHS',
+           'SEQ_ACT_FNS', 'NORMALIZATION_TYPES', 'TINY_STORIES_N_CTX', 'gelu_new', 'get_activation', 'module_type',
+           'check_node_layers', 'check_last_pos', 'SectionedModel', 'MLPConfig', 'Layer', 'MLP', 'check_mlp_weights',
+           'nonfinite_weight', 'check_finite_weights', 'save_mlp', 'load_mlp', 'load_state_dict', 'ModularMLPConfig',
+           'block_diagonal_weight', 'modular_mlp', 'load_modadd_transformer', 'tiny_tlens_model', 'SeqConfig',
+           'compute_dtype', 'Embed', 'PosEmbed', 'Add', 'LNVar', 'LNOut', 'AttnIn', 'AttnOut', 'Linear', 'Act',
+           'SequentialTransformer', 'check_seq_weights']
 
 # %% ../nbs/01_models.ipynb #5fafe287
 def gelu_new(x: Tensor) -> Tensor:
@@ -160,30 +164,47 @@ class SectionedModel(nn.Module):
 
 # %% ../nbs/01_models.ipynb #1fed72a7
 MLP_ACTIVATIONS = ('relu', 'gelu', 'gelu_new', 'identity', 'tanh', 'sigmoid')
+MLPActivation = Literal['relu', 'gelu', 'gelu_new', 'identity', 'tanh', 'sigmoid']
 
-@dataclass
-class MLPConfig:
+def _positional(cls: type, args: tuple, kw: dict) -> dict:
+    "Keyword arguments of a config called with positional ones, taken in field order (`MLPConfig([4, 3], 'relu')`)."
+    names = list(cls.model_fields)
+    if len(args) > len(names):
+        raise LibConfigError(cls.__name__, f'takes at most {len(names)} positional arguments, got {len(args)}', 'pass fields by name')
+    twice = [n for n in names[:len(args)] if n in kw]
+    if twice: raise LibConfigError(twice[0], 'given both by position and by name', 'give it once')
+    return {**dict(zip(names, args)), **kw}
+
+def _dtype_field(v) -> str:
+    "A dtype field's short name (`float64`), from a name or a `torch.dtype`."
+    return dtype_name(parse_dtype(v))
+
+class MLPConfig(LibModel):
     "Widths and activation of an MLP (spec §4.1)."
     sizes: list[int]                  # [d_in, hidden..., d_out]
-    activation: str = 'relu'          # relu | gelu | gelu_new | identity (tanh, sigmoid: cannot be folded)
+    activation: MLPActivation = 'relu' # relu | gelu | gelu_new | identity (tanh, sigmoid: cannot be folded)
     dtype: str = 'float64'
 
-    def __post_init__(self):
-        if isinstance(self.sizes, (str, int)) or len(self.sizes) < 2 or any(int(s) != s or s < 1 for s in self.sizes):
-            raise LibConfigError('sizes', f'must list at least two positive widths, got {self.sizes!r}', 'e.g. sizes: [4, 8, 3]')
-        self.sizes = [int(s) for s in self.sizes]
-        if self.activation not in MLP_ACTIVATIONS:
-            raise LibConfigError('activation', f'unknown activation {self.activation!r}', f'use one of {list(MLP_ACTIVATIONS)}')
-        self.dtype = dtype_name(parse_dtype(self.dtype))
+    def __init__(self, *args, **kw): super().__init__(**_positional(type(self), args, kw))
+
+    @field_validator('sizes', mode='before')
+    @classmethod
+    def _sizes(cls, v):
+        ok = isinstance(v, (list, tuple)) and len(v) >= 2 and all(
+            isinstance(s, (int, float)) and not isinstance(s, bool) and int(s) == s and s >= 1 for s in v)
+        if not ok: raise LibConfigError('sizes', f'must list at least two positive widths, got {v!r}', 'e.g. sizes: [4, 8, 3]')
+        return [int(s) for s in v]
+
+    @field_validator('dtype', mode='before')
+    @classmethod
+    def _dtype(cls, v): return _dtype_field(v)
 
     @classmethod
     def from_dict(cls, d: dict) -> 'MLPConfig':
-        "Parse a dict (a `model:` block is unwrapped); unknown keys raise, naming them."
-        d = dict(d.get('model', d))
-        unknown = set(d) - {f.name for f in fields(cls)} - {'folded'}
-        if unknown: raise LibConfigError(sorted(unknown)[0], 'unknown MLP config key', f'use only {[f.name for f in fields(cls)]}')
-        d.pop('folded', None)
-        return cls(**d)
+        "Parse a dict (a `model:` block is unwrapped; its `folded` flag belongs to the loader); unknown keys raise, naming them."
+        if isinstance(d, dict) and isinstance(d.get('model'), dict): d = d['model']
+        if isinstance(d, dict): d = {k: v for k, v in d.items() if k != 'folded'}
+        return super().from_dict(d)
 
 class Layer(nn.Module):
     "One MLP layer `act(x W + b)`; `b` is None in folded models."
@@ -263,6 +284,19 @@ def check_mlp_weights(weights: dict[str, Tensor], cfg: MLPConfig, folded: bool):
                                  f'the state dict has {tuple(weights[k].shape)}', 'use the config the weights were saved with')
     extra = sorted(set(weights) - set(expected))
     if extra: raise LibConfigError(extra[0], f'unexpected key in the state dict for sizes={cfg.sizes}', 'use the matching config')
+    check_finite_weights(weights)
+
+def nonfinite_weight(weights: dict[str, Tensor]) -> tuple[str, int] | None:
+    "The first key (in order) of a floating tensor holding NaN or inf, and how many such entries it has; None if all finite."
+    for k, t in weights.items():
+        if isinstance(t, Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return k, int((~torch.isfinite(t)).sum())
+    return None
+
+def check_finite_weights(weights: dict[str, Tensor]):
+    "Refuse weights holding NaN or inf, naming the tensor (a diverged run would otherwise fail deep in the build)."
+    if (bad := nonfinite_weight(weights)) is not None:
+        raise LibConfigError(bad[0], f'{bad[1]} NaN/inf entries in this weight', 'use the checkpoint of a run that did not diverge')
 
 # %% ../nbs/01_models.ipynb #8d6e5108
 def save_mlp(model: MLP, dir: str | Path, name: str = 'model.pt') -> Path:
@@ -270,7 +304,7 @@ def save_mlp(model: MLP, dir: str | Path, name: str = 'model.pt') -> Path:
     dir = Path(dir); dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(dir / name) as tmp: torch.save(model.weights(), tmp)
     with atomic_path(dir / 'config.yaml') as tmp:
-        tmp.write_text(yaml.safe_dump(dict(model=dict(asdict(model.cfg), folded=model.folded)), sort_keys=False))
+        tmp.write_text(yaml.safe_dump(dict(model=dict(model.cfg.to_dict(), folded=model.folded)), sort_keys=False))
     return dir / name
 
 def load_mlp(state_dict_path: str | Path,               # a state dict of `layers.i.W`, `layers.i.b`
@@ -280,13 +314,99 @@ def load_mlp(state_dict_path: str | Path,               # a state dict of `layer
             ) -> MLP:
     "Load an MLP from a state dict and its YAML config, checking they match."
     state_dict_path = Path(state_dict_path)
-    config_path = Path(config_path) if config_path is not None else state_dict_path.with_name('config.yaml')
-    if not config_path.exists(): raise FileNotFoundError(f'{config_path}: no MLP config beside the state dict; pass config_path')
-    raw = yaml.safe_load(config_path.read_text()) or {}
+    if config_path is None:
+        config_path = state_dict_path.with_name('config.yaml')
+        if not config_path.exists(): raise LibFileError(config_path, 'no MLP config beside the state dict', 'write it there, or pass config_path')
+    raw = read_yaml(config_path)
     cfg = MLPConfig.from_dict(raw)
-    if dtype is not None: cfg.dtype = dtype_name(parse_dtype(dtype))
-    folded = bool(raw.get('model', raw).get('folded', False))
-    return MLP(cfg, node_layers, weights=safe_torch_load(state_dict_path), folded=folded)
+    if dtype is not None: cfg = cfg.replace(dtype=dtype_name(parse_dtype(dtype)))
+    block = raw['model'] if isinstance(raw.get('model'), dict) else raw
+    return MLP(cfg, node_layers, weights=load_state_dict(state_dict_path), folded=bool(block.get('folded', False)))
+
+TLENS_BUFFERS = ('.mask', '.IGNORE')   # transformer-lens attention buffers saved in checkpoints (IGNORE is -inf), never loaded
+
+def load_state_dict(path: str | Path) -> dict[str, Tensor]:
+    "A checkpoint's state dict via `safe_torch_load`, refused (one `LibFileError` naming the file) unless it is a non-empty mapping of finite tensors."
+    sd = safe_torch_load(path)
+    if not isinstance(sd, dict): raise LibFileError(path, f'holds a {type(sd).__name__}, not a state dict', 'save model.state_dict()')
+    if not sd: raise LibFileError(path, 'holds an empty state dict (no weights)', 'save the trained model: torch.save(model.state_dict(), path)')
+    bad = next((k for k, v in sd.items() if not isinstance(v, Tensor)), None)
+    if bad is not None: raise LibFileError(path, f'{bad!r} holds a {type(sd[bad]).__name__}, not a tensor', 'save model.state_dict() only')
+    if (nf := nonfinite_weight({k: v for k, v in sd.items() if not k.endswith(TLENS_BUFFERS)})) is not None:
+        raise LibFileError(path, f'weight {nf[0]!r} holds {nf[1]} NaN/inf entries', 'use the checkpoint of a run that did not diverge')
+    return sd
+
+# %% ../nbs/01_models.ipynb #9a9208c5
+class ModularMLPConfig(LibModel):
+    "The `modular_mlp_config:` block: a block-diagonal MLP with the same weights in every layer."
+    n_hidden_layers: int = 4                         # the MLP has n_hidden_layers + 1 layers
+    width: int = 4                                   # every layer is width × width
+    first_block_width: int | None = None             # width of the first diagonal block (None: width // 2)
+    weight_variances: tuple[float, float] = (1.0, 1.0) # std multipliers of the two blocks (alias: weight_std)
+    weight_equal_columns: bool = False               # every column of a block is the same draw
+    bias: float = 0.0                                # every bias entry
+    activation_fn: MLPActivation = 'relu'            # on every layer but the last
+    dtype: str = 'float32'                           # the dtype the weights are drawn in
+    seed: int | None = 0                             # seeds each layer's draws afresh; None: fresh entropy
+
+    @model_validator(mode='before')
+    @classmethod
+    def _alias(cls, d): return take_alias(d, 'weight_std', 'weight_variances')
+
+    @field_validator('weight_variances', mode='before')
+    @classmethod
+    def _two(cls, v):
+        if not isinstance(v, (list, tuple)) or len(v) != 2:
+            raise LibConfigError('weight_variances', f'{v!r} is not two numbers', 'give one multiplier per block, e.g. [1, 1]')
+        return v
+
+    @field_validator('dtype', mode='before')
+    @classmethod
+    def _dtype(cls, v): return _dtype_field(v)
+
+    @model_validator(mode='after')
+    def _rules(self):
+        if self.n_hidden_layers < 0: raise LibConfigError('n_hidden_layers', f'{self.n_hidden_layers} < 0', 'use 0 or more')
+        if self.width < 1: raise LibConfigError('width', f'{self.width} < 1', 'use a positive width')
+        if not 0 <= self.block_width <= self.width:
+            raise LibConfigError('first_block_width', f'{self.block_width} is outside 0..width={self.width}', f'use at most {self.width}')
+        if not all(math.isfinite(v) for v in self.weight_variances):
+            raise LibConfigError('weight_variances', f'{list(self.weight_variances)} is not finite', 'use finite multipliers')
+        if not math.isfinite(self.bias): raise LibConfigError('bias', f'{self.bias} is not finite', 'use a finite number')
+        return self
+
+    @property
+    def block_width(self) -> int:
+        "Width `f` of the first block."
+        return self.width // 2 if self.first_block_width is None else self.first_block_width
+    @property
+    def node_layers(self) -> list[str]:
+        "Every layer and `output`."
+        return [f'layers.{i}' for i in range(self.n_hidden_layers + 1)] + ['output']
+
+def block_diagonal_weight(cfg: ModularMLPConfig, generator: torch.Generator) -> Float[Tensor, "width width"]:
+    "One layer's `block_diag(A, B)`, `A` drawn before `B` from `generator`, in `cfg.dtype`."
+    dt = parse_dtype(cfg.dtype)
+    def block(n: int, s: float) -> Tensor:
+        if cfg.weight_equal_columns: return s * torch.randn(1, n, generator=generator, dtype=dt).repeat(n, 1).T
+        return s * torch.randn(n, n, generator=generator, dtype=dt)
+    f, (s_a, s_b) = cfg.block_width, cfg.weight_variances
+    return torch.block_diag(block(f, s_a), block(cfg.width - f, s_b))
+
+def modular_mlp(cfg: ModularMLPConfig | dict,                # the `modular_mlp_config:` block
+                node_layers: Sequence[str] | None = None,    # default: every layer and `output`
+                dtype: str | torch.dtype | None = None       # the model's dtype (the build's); default: cfg.dtype
+               ) -> MLP:
+    "The unfolded block-diagonal MLP of `cfg`; with `seed: null` its generator is seeded from fresh entropy."
+    cfg = cfg if isinstance(cfg, ModularMLPConfig) else ModularMLPConfig.from_dict(cfg)
+    if cfg.seed is None: g = torch.Generator(); g.seed()       # one unseeded stream: every layer differs
+    weights = {}
+    for i in range(cfg.n_hidden_layers + 1):
+        if cfg.seed is not None: g = seeded_generator(cfg.seed)   # afresh for each layer: every layer is the same
+        weights[f'layers.{i}.W'] = block_diagonal_weight(cfg, g)
+        weights[f'layers.{i}.b'] = torch.full((cfg.width,), cfg.bias, dtype=parse_dtype(cfg.dtype))
+    sizes = [cfg.width] * (cfg.n_hidden_layers + 2)
+    return MLP(MLPConfig(sizes, cfg.activation_fn, dtype if dtype is not None else cfg.dtype), node_layers, weights=weights)
 
 # %% ../nbs/01_models.ipynb #5b54fb76
 def load_modadd_transformer(model_path: str | Path,                 # the state dict (`model_epoch_60000.pt`)
@@ -297,9 +417,9 @@ def load_modadd_transformer(model_path: str | Path,                 # the state 
     from transformer_lens import HookedTransformer, HookedTransformerConfig
     model_path = Path(model_path)
     config_path = Path(config_path) if config_path is not None else model_path.with_name('config.yaml')
-    if not config_path.exists(): raise FileNotFoundError(f'{config_path}: no config.yaml beside the checkpoint; pass config_path')
-    block = (yaml.safe_load(config_path.read_text()) or {}).get('model')
-    if not isinstance(block, dict): raise LibConfigError('model', f'{config_path} has no model: block', 'add the HookedTransformerConfig keywords')
+    if not config_path.exists(): raise LibFileError(config_path, 'no config.yaml beside the checkpoint', 'write it there, or pass config_path')
+    block = read_yaml(config_path).get('model')
+    if not isinstance(block, dict): raise LibFileError(config_path, 'has no model: block', 'add the HookedTransformerConfig keywords')
     known = {f.name for f in fields(HookedTransformerConfig)}
     kw = {k: v for k, v in block.items() if k in known}
     if dtype is not None: kw['dtype'] = parse_dtype(dtype)
@@ -307,9 +427,9 @@ def load_modadd_transformer(model_path: str | Path,                 # the state 
         warnings.simplefilter('ignore', DeprecationWarning)
         cfg = HookedTransformerConfig(**{**kw, 'device': str(device)})
         model = HookedTransformer(cfg)
-    sd = {k: v for k, v in safe_torch_load(model_path).items() if not k.endswith(('.mask', '.IGNORE'))}
+    sd = {k: v for k, v in load_state_dict(model_path).items() if not k.endswith(TLENS_BUFFERS)}
     res = model.load_state_dict(sd, strict=False)
-    missing = [k for k in res.missing_keys if not k.endswith(('.mask', '.IGNORE'))]
+    missing = [k for k in res.missing_keys if not k.endswith(TLENS_BUFFERS)]
     if missing or res.unexpected_keys:
         raise LibConfigError('model', f'checkpoint does not match the config: missing {missing}, unexpected {res.unexpected_keys}',
                              'use the config.yaml saved with the checkpoint')
@@ -348,8 +468,7 @@ SEQ_ACT_FNS = ('relu', 'gelu', 'gelu_new')
 NORMALIZATION_TYPES = (None, 'LNPre')
 TINY_STORIES_N_CTX = 511
 
-@dataclass
-class SeqConfig:
+class SeqConfig(LibModel):
     "Architecture of a sequential transformer (spec §4.6)."
     n_layers: int
     d_model: int
@@ -358,45 +477,59 @@ class SeqConfig:
     d_mlp: int
     d_vocab: int
     n_ctx: int
-    act_fn: str = 'relu'
-    normalization_type: str | None = None
+    act_fn: Literal['relu', 'gelu', 'gelu_new'] = 'relu'
+    normalization_type: Literal['LNPre'] | None = None
     eps: float = 1e-5
     dtype: str = 'float32'
     use_attn_scale: bool = True
     use_split_qkv_input: bool = False
     use_local_attn: bool = False
     window_size: int | None = None         # local attention: a query at q sees keys q-window+1 … q
-    attn_types: list[str] | None = None    # per layer 'global' | 'local'; default: odd layers local
-    positional_embedding_type: str = 'standard'
+    attn_types: list[Literal['global', 'local']] | None = None  # per layer; default: odd layers local
+    positional_embedding_type: Literal['standard', 'rotary'] = 'standard'
     rotary_dim: int | None = None
     rotary_base: float = 10000
     parallel_attn_mlp: bool = False
     original_architecture: str | None = None
     d_vocab_out: int | None = None         # default: d_vocab
 
-    def __post_init__(self):
-        if self.act_fn not in SEQ_ACT_FNS:
-            raise LibConfigError('act_fn', f'unsupported activation {self.act_fn!r}', f'use one of {list(SEQ_ACT_FNS)}')
-        if self.normalization_type not in NORMALIZATION_TYPES:
-            raise LibConfigError('normalization_type', f'unsupported {self.normalization_type!r}',
+    def __init__(self, *args, **kw): super().__init__(**_positional(type(self), args, kw))
+
+    @model_validator(mode='before')
+    @classmethod
+    def _choices(cls, d):
+        "Name what cannot be converted, with the choices (before field validation, so the message says why)."
+        if not isinstance(d, dict): return d
+        act, norm, pos = d.get('act_fn', 'relu'), d.get('normalization_type'), d.get('positional_embedding_type', 'standard')
+        if act not in SEQ_ACT_FNS: raise LibConfigError('act_fn', f'unsupported activation {act!r}', f'use one of {list(SEQ_ACT_FNS)}')
+        if norm not in NORMALIZATION_TYPES:
+            raise LibConfigError('normalization_type', f'unsupported {norm!r}',
                                  f'use one of {list(NORMALIZATION_TYPES)} (load pretrained models with LayerNorm folding)')
-        if self.positional_embedding_type not in ('standard', 'rotary'):
-            raise LibConfigError('positional_embedding_type', f'unsupported {self.positional_embedding_type!r}',
-                                 "use one of ['standard', 'rotary']")
-        if self.positional_embedding_type == 'rotary':
+        if pos not in ('standard', 'rotary'):
+            raise LibConfigError('positional_embedding_type', f'unsupported {pos!r}', "use one of ['standard', 'rotary']")
+        if d.get('use_local_attn') and d.get('attn_types') is None:
+            try: d = {**d, 'attn_types': ['global' if L % 2 == 0 else 'local' for L in range(int(d.get('n_layers')))]}
+            except (TypeError, ValueError): pass                  # n_layers itself is reported by its field
+        return d
+
+    @field_validator('dtype', mode='before')
+    @classmethod
+    def _dtype(cls, v): return _dtype_field(v)
+
+    @model_validator(mode='after')
+    def _rules(self):
+        if self.rotary:
             rd = self.rotary_dim
             if rd is None or rd < 2 or rd % 2 or rd > self.d_head:
                 raise LibConfigError('rotary_dim', f'got {rd!r}', f'rotary needs an even rotary_dim <= d_head={self.d_head}')
         if self.parallel_attn_mlp and self.normalization_type is None:
             raise LibConfigError('parallel_attn_mlp', 'the parallel form needs LayerNorm', "use normalization_type 'LNPre'")
         if self.use_local_attn:
-            if not isinstance(self.window_size, int) or self.window_size < 1:
+            if self.window_size is None or self.window_size < 1:
                 raise LibConfigError('window_size', f'local attention needs a positive window, got {self.window_size!r}', 'e.g. 256')
-            if self.attn_types is None: self.attn_types = ['global' if L % 2 == 0 else 'local' for L in range(self.n_layers)]
-            if len(self.attn_types) != self.n_layers or set(self.attn_types) - {'global', 'local'}:
+            if len(self.attn_types) != self.n_layers:
                 raise LibConfigError('attn_types', f'got {self.attn_types!r}', f"one of 'global'/'local' per layer ({self.n_layers})")
-        self.attn_types = list(self.attn_types) if self.attn_types is not None else None
-        self.dtype = dtype_name(parse_dtype(self.dtype))
+        return self
 
     @property
     def n_out(self) -> int: return self.d_vocab_out or self.d_vocab
@@ -407,9 +540,12 @@ class SeqConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> 'SeqConfig':
-        "Parse a dict of §4.6 fields; other keys are ignored (spec §5.3)."
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        "Parse a dict of §4.6 fields; other keys are ignored (spec §5.3: a checkpoint's `model:` block has more)."
+        return super().from_dict({k: v for k, v in d.items() if k in cls.model_fields} if isinstance(d, dict) else d)
+
+    def replace(self, **changes) -> 'SeqConfig':
+        "A validated copy with some fields changed; an unknown field is an error (unlike `from_dict`)."
+        return type(self)(**{**self.to_dict(), **changes})
 
     @classmethod
     def from_tlens_cfg(cls, cfg) -> 'SeqConfig':
@@ -425,7 +561,7 @@ class SeqConfig:
             raise LibConfigError('rotary_adjacent_pairs', 'only the GPT-NeoX half-split rotary is supported', 'use a Pythia model')
         if cfg.use_attn_scale and abs(cfg.attn_scale - math.sqrt(cfg.d_head)) > 1e-12:
             raise LibConfigError('attn_scale', f'{cfg.attn_scale} is not sqrt(d_head)', 'only the standard scale is supported')
-        d = {f.name: getattr(cfg, f.name) for f in fields(cls) if hasattr(cfg, f.name)}
+        d = {k: getattr(cfg, k) for k in cls.model_fields if hasattr(cfg, k)}
         d['dtype'] = dtype_name(cfg.dtype)
         if d.get('rotary_base') is None: d['rotary_base'] = 10000
         return cls.from_dict(d)
@@ -612,7 +748,7 @@ class SequentialTransformer(SectionedModel):
         cfg = SeqConfig.from_tlens_cfg(model.cfg)
         sd = {k: v for k, v in model.state_dict().items()}
         if 'tiny-stories' in str(getattr(model.cfg, 'model_name', '')).lower() and cfg.n_ctx > TINY_STORIES_N_CTX:
-            cfg.n_ctx = TINY_STORIES_N_CTX
+            cfg = cfg.replace(n_ctx=TINY_STORIES_N_CTX)
             sd['pos_embed.W_pos'] = sd['pos_embed.W_pos'][:TINY_STORIES_N_CTX]
         return cls(cfg, sd, node_layers, last_pos_module_type, False, dtype if dtype is not None else cfg.dtype)
 
@@ -670,3 +806,4 @@ def check_seq_weights(weights: dict[str, Tensor], cfg: SeqConfig, folded: bool):
             raise LibConfigError(k, f'expected shape {shape} from the config (d_model={cfg.d_model}, n_heads={cfg.n_heads}, '
                                  f'd_head={cfg.d_head}, d_mlp={cfg.d_mlp}, d_vocab={cfg.d_vocab}, n_ctx={cfg.n_ctx}, folded={folded}), '
                                  f'got {tuple(weights[k].shape)}', 'use the config the weights were saved with')
+    check_finite_weights({k: weights[k] for k in _expected_shapes(cfg, folded)})
