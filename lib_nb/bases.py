@@ -14,14 +14,15 @@ from torch import Tensor
 from torch.func import vjp, vmap
 
 from .core import Float, LibConfigError
+from .jacobians import M_dash_from_jacobian
 
 # %% auto #0
-__all__ = ['INTEGRATION_RULES', 'BASIS_FORMULAS', 'integration_points', 'as_batches', 'gram_sum', 'MeanAccumulator', 'gram_shift',
-           'GramAccumulator', 'dataset_mean', 'dataset_gram', 'eig_desc', 'eig_masked', 'move_constant_first',
-           'centering_matrix', 'PCABasis', 'pca_basis', 'n_sources', 'source_cotangents', 'jacobian_M_dash_batch',
-           'basis_mode', 'integrated_M_dash_batch', 'is_ln_var_layer', 'check_basis_formula', 'M_dash',
-           'InteractionRotation', 'interaction_rotation', 'svd_rotation', 'neuron_rotation', 'absent_rotation',
-           'layer_basis']
+__all__ = ['INTEGRATION_RULES', 'BASIS_FORMULAS', 'integration_points', 'as_batches', 'check_acts', 'gram_sum', 'MeanAccumulator',
+           'gram_shift', 'GramAccumulator', 'dataset_mean', 'dataset_gram', 'eig_desc', 'eig_masked',
+           'move_constant_first', 'centering_matrix', 'PCABasis', 'pca_basis', 'plain_acts', 'n_sources', 'rademacher',
+           'source_cotangents', 'chunk_size', 'jacobian_M_dash_batch', 'row_cotangents', 'basis_mode',
+           'integrated_M_dash_batch', 'is_ln_var_layer', 'check_basis_formula', 'M_dash', 'InteractionRotation',
+           'interaction_rotation', 'svd_rotation', 'neuron_rotation', 'absent_rotation', 'layer_basis']
 
 # %% ../nbs/04_bases.ipynb #b51d0f3a
 INTEGRATION_RULES = ('gradient', 'trapezoidal', 'gauss-legendre')
@@ -54,7 +55,7 @@ def as_batches(acts  # a tensor [batch, pos, d], an iterable of them, or a calla
     if callable(acts): return acts()
     return acts
 
-def _check_acts(acts: Tensor, name: str = 'acts'):
+def check_acts(acts: Tensor, name: str = 'acts'):
     if acts.ndim != 3: raise ValueError(f'{name}: expected [batch, pos, d], got shape {tuple(acts.shape)}')
 
 def gram_sum(rows: Float[Tensor, "n d"],  # rows (samples × positions) of one batch
@@ -78,7 +79,7 @@ class _Accumulator:
     def _contribution(self, acts: Tensor) -> Tensor: raise NotImplementedError
     def add(self, acts: Float[Tensor, "batch pos d"]):
         "Add one batch's contribution."
-        _check_acts(acts)
+        check_acts(acts)
         B, P, d = acts.shape
         c = self._contribution(acts.detach())
         if self.n_samples is not None: c = c / (self.n_samples * P)
@@ -214,7 +215,7 @@ def _rotated(F: Callable, C_next: Tensor | None) -> Callable:
     "`F̂(z) = F(z) C_next` (eq. 6); `F` itself when `C_next` is absent."
     return F if C_next is None else (lambda z: F(z) @ C_next)
 
-def _plain(acts: Tensor) -> Tensor:
+def plain_acts(acts: Tensor) -> Tensor:
     "A tensor usable by autograd (inference tensors are cloned)."
     return acts.clone() if acts.is_inference() else acts.detach()
 
@@ -222,7 +223,7 @@ def n_sources(n_pos_out: int, d_out: int, n_sources_pos: int | None = None, n_so
     "Number of cotangent sources of §2.11: `(P or R_p) · (d or R_h)`."
     return (n_sources_pos or n_pos_out) * (n_sources_hidden or d_out)
 
-def _rademacher(shape, generator, dtype, device) -> Tensor:
+def rademacher(shape, generator, dtype, device) -> Tensor:
     gdev = generator.device if generator is not None else 'cpu'
     s = torch.randint(0, 2, shape, generator=generator, device=gdev)
     return (2 * s - 1).to(dtype=dtype, device=device)
@@ -243,16 +244,16 @@ def source_cotangents(idx: list[int],                    # source indices (row-m
     if (Rp or Rh) and generator is None: raise ValueError('stochastic sources need an explicit torch.Generator')
     out = torch.zeros(len(idx), batch, T, I, dtype=dtype, device=device)
     for n, q in enumerate(idx):
-        if Rp and Rh: out[n] = _rademacher((batch, T, I), generator, dtype, device)
-        elif Rp: out[n, :, :, q % I] = _rademacher((batch, T), generator, dtype, device)
-        else: out[n, :, q // Rh, :] = _rademacher((batch, I), generator, dtype, device)
+        if Rp and Rh: out[n] = rademacher((batch, T, I), generator, dtype, device)
+        elif Rp: out[n, :, :, q % I] = rademacher((batch, T), generator, dtype, device)
+        else: out[n, :, q // Rh, :] = rademacher((batch, I), generator, dtype, device)
     return out
 
 def _pullback_bytes(B: int, P: int, d: int, T: int, I: int, n_alphas: int, el: int) -> int:
-    "Bytes one cotangent `[B, T, I]` costs in a vectorised pull-back onto `[B, P, d]` (the chunk model of `_chunk`)."
+    "Bytes one cotangent `[B, T, I]` costs in a vectorised pull-back onto `[B, P, d]` (the chunk model of `chunk_size`)."
     return B * (P * d * (2 + (n_alphas > 1)) + 2 * T * I + 4 * P * d) * el * 2
 
-def _chunk(n: int, bytes_per: int, mem_budget: int, max_chunk: int | None) -> int:
+def chunk_size(n: int, bytes_per: int, mem_budget: int, max_chunk: int | None) -> int:
     c = max(1, int(mem_budget // max(1, bytes_per)))
     return max(1, min(n, c, max_chunk or n))
 
@@ -268,11 +269,10 @@ def jacobian_M_dash_batch(F: Callable,                    # section F_l: [batch,
                           max_chunk: int | None = None     # at most this many sources per vmap call
                          ) -> Float[Tensor, "d d"]:
     "Σ over the batch and sources of `gᵀg` (eq. 7–8), float64 and not yet normalised."
-    _check_acts(acts)
+    check_acts(acts)
     if getattr(F, 'jacobian', None) is not None and not n_sources_pos and not n_sources_hidden:
-        from lib_nb.jacobians import M_dash_from_jacobian       # exact structure-aware Jacobians (01a_jacobians)
         return M_dash_from_jacobian(F.jacobian, acts, alphas, weights, C_next, dir_range, mem_budget)
-    acts = _plain(acts); Fh = _rotated(F, C_next)
+    acts = plain_acts(acts); Fh = _rotated(F, C_next)
     B, P, d = acts.shape
     if P > 1 and (getattr(F, 'causal', False) or getattr(F, 'positionwise', False)):
         _, T, I = Fh(acts[:1]).shape                            # one-sample probe of the output shape
@@ -293,7 +293,7 @@ def jacobian_M_dash_batch(F: Callable,                    # section F_l: [batch,
     _, T, I = out.shape
     n = n_sources(T, I, n_sources_pos, n_sources_hidden)
     lo, hi = dir_range or (0, n)
-    c = _chunk(hi - lo, _pullback_bytes(B, P, d, T, I, len(alphas), acts.element_size()), mem_budget, max_chunk)
+    c = chunk_size(hi - lo, _pullback_bytes(B, P, d, T, I, len(alphas), acts.element_size()), mem_budget, max_chunk)
     M = torch.zeros(d, d, dtype=torch.float64, device=acts.device)
     for s in range(lo, hi, c):
         cot = source_cotangents(list(range(s, min(s + c, hi))), B, T, I, n_sources_pos, n_sources_hidden,
@@ -314,7 +314,7 @@ def _add_pullbacks(M: Tensor, fns: list, weights: list[float], cot: Tensor):
     Gr = _weighted_pullback(fns, weights, cot).reshape(-1, M.shape[0]).to(torch.float64)
     M.addmm_(Gr.T, Gr)
 
-def _row_cotangents(i0: int, n: int, B: int, T: int, I: int, dtype, device) -> Tensor:
+def row_cotangents(i0: int, n: int, B: int, T: int, I: int, dtype, device) -> Tensor:
     "`[n, B, T, I]` cotangents `e_i` at every position for the output rows `i0 … i0+n-1` (contiguous, see above)."
     k = torch.arange(n, device=device)
     E = torch.zeros(n, B, T, I, dtype=dtype, device=device)
@@ -333,7 +333,7 @@ def _causal_M_dash(Fh: Callable, acts: Tensor, alphas: list[float], weights: lis
         if q0 >= q1: continue
         x = acts[:, :t + 1]
         fns = [vjp(Fh, x * a)[1] for a in alphas]
-        c = _chunk(q1 - q0, _pullback_bytes(B, t + 1, d, t + 1, I, len(alphas), acts.element_size()), mem_budget, max_chunk)
+        c = chunk_size(q1 - q0, _pullback_bytes(B, t + 1, d, t + 1, I, len(alphas), acts.element_size()), mem_budget, max_chunk)
         for s in range(q0, q1, c):
             cot = source_cotangents(list(range(s, min(s + c, q1))), B, t + 1, I, None, n_sources_hidden, generator,
                                     acts.dtype, acts.device)
@@ -363,17 +363,17 @@ def _source_moments(lo: int, hi: int, B: int, T: int, I: int, Rp: int | None, Rh
     if not Rh:                                               # (r_p, i): ±1 down column i, and φ² = 1
         count = torch.zeros(I, dtype=sdt, device=device)
         for q in range(lo, hi):
-            _rademacher((B, T), generator, sdt, device)      # drawn all the same, so the stream stays in step
+            rademacher((B, T), generator, sdt, device)      # drawn all the same, so the stream stays in step
             count[q % I] += 1
         return 'diag', count.expand(T, I)
     S = torch.zeros(B, T, I, I, dtype=sdt, device=device)
     if not Rp:                                               # (t, r_h): ±1 along row t
         for q in range(lo, hi):
-            u = _rademacher((B, I), generator, sdt, device)
+            u = rademacher((B, I), generator, sdt, device)
             S[:, q // Rh] += u[:, :, None] * u[:, None, :]
         return 'full', S
     for q0 in range(lo, hi, I):                              # (r_p, r_h): ±1 everywhere, I sources at a time
-        U = torch.stack([_rademacher((B, T, I), generator, sdt, device) for _ in range(q0, min(hi, q0 + I))])
+        U = torch.stack([rademacher((B, T, I), generator, sdt, device) for _ in range(q0, min(hi, q0 + I))])
         S += torch.einsum('cbti,cbtj->btij', U, U)
     return 'full', S
 
@@ -396,10 +396,10 @@ def _positionwise_M_dash(Fh: Callable, acts: Tensor, alphas: list[float], weight
     for x0 in range(0, B, b):
         xb = acts[x0:x0 + b]; nb = xb.shape[0]
         fns = [vjp(Fh, xb * a)[1] for a in alphas]
-        c = _chunk(I, per_dir * nb // B, max(1, rest - nb * per_sample), max_chunk)
+        c = chunk_size(I, per_dir * nb // B, max(1, rest - nb * per_sample), max_chunk)
         J = torch.empty(nb, P, I, d, dtype=acts.dtype, device=acts.device)   # J[x, s, i] = ∂F̂_{s,i}/∂z_s
         for i0 in range(0, I, c):
-            E = _row_cotangents(i0, min(c, I - i0), nb, P, I, acts.dtype, acts.device)
+            E = row_cotangents(i0, min(c, I - i0), nb, P, I, acts.dtype, acts.device)
             J[:, :, i0:i0 + len(E)] = _weighted_pullback(fns, weights, E).permute(1, 2, 0, 3)
         J64 = J.to(torch.float64)
         SJ = J64 * S[None, :, :, None] if kind == 'diag' else S[x0:x0 + nb].to(torch.float64) @ J64
@@ -413,8 +413,8 @@ def integrated_M_dash_batch(F: Callable, acts: Float[Tensor, "batch pos d"],
                             C_next: Tensor | None = None
                            ) -> tuple[Float[Tensor, "d d"], Float[Tensor, "d d"]]:
     "Σ over the batch of `gᵀg` (eq. 11) and `gᵀf` (eq. 12) for the integrated formulas, float64, not normalised."
-    _check_acts(acts)
-    acts = _plain(acts); Fh = _rotated(F, C_next)
+    check_acts(acts)
+    acts = plain_acts(acts); Fh = _rotated(F, C_next)
     B, P, d = acts.shape
     target = Fh(acts)                                           # F̂(f(x)): a constant
     g = None
@@ -458,7 +458,7 @@ def M_dash(F: Callable, batches,                  # section and the batches of i
     alphas, weights = integration_points(rule, n_intervals)
     M = L = None; count, P, dtype = 0, 1, None
     for acts in as_batches(batches):
-        _check_acts(acts)
+        check_acts(acts)
         B, P, _ = acts.shape; count += B; dtype = acts.dtype
         if formula == 'jacobian':
             m, l = jacobian_M_dash_batch(F, acts, alphas, weights, C_next, n_sources_pos, n_sources_hidden,
@@ -548,6 +548,7 @@ def layer_basis(F: Callable, batches,                     # section F_l and batc
                 center: bool = True,                        # centre (not with 'neuron')
                 isolate_ln_var: bool = False,               # this layer is ln1_out/ln2_out and its variance is kept apart
                 node_layer: str = '',
+                moments: Callable[[], tuple[Tensor, Tensor | None]] | None = None, # gives (M', Λ') instead (e.g. summed over ranks)
                 **M_dash_kwargs                             # n_samples, sources, generator, dir_range, mem_budget, max_chunk
                ) -> InteractionRotation:
     "The basis of one non-final node layer (§2.4–§2.7)."
@@ -557,5 +558,5 @@ def layer_basis(F: Callable, batches,                     # section F_l and batc
         return neuron_rotation(gram.shape[0], node_layer, gram.dtype, gram.device)
     pca = pca_basis(gram, mean, truncation_threshold, center, isolate_ln_var)
     if formula == 'svd': return svd_rotation(pca, node_layer)
-    Md, Ld = M_dash(F, batches, formula, rule, n_intervals, C_next, **M_dash_kwargs)
+    Md, Ld = moments() if moments is not None else M_dash(F, batches, formula, rule, n_intervals, C_next, **M_dash_kwargs)
     return interaction_rotation(Md, pca, truncation_threshold, formula, Ld, node_layer)

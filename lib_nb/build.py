@@ -17,15 +17,15 @@ from fastcore.basics import patch
 from pydantic import Field, StrictBool, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .core import (Integer, LibConfigError, LibModel, NonNegativeInt, PositiveInt, atomic_path, chunk_bounds,
-                         config_error, default_device, dtype_name, file_sha256, jsonable, parse_dtype, read_yaml,
+                         config_error, default_device, dtype_name, file_sha256, jsonable, LibFileError, parse_dtype, read_yaml,
                          seeded_generator)
 from .dist import DistributedBuildError, SingleProcess, collect, get_dist, rank_device, sum_in_order
 from .models import ModularMLPConfig, SequentialTransformer, load_state_dict, modular_mlp
 from .folding import fold_biases, load_folded
 from .data import DatasetConfig, dataset_inputs_labels, load_dataset
 from .jacobians import section_chain
-from .bases import (GramAccumulator, MeanAccumulator, M_dash, absent_rotation, interaction_rotation, is_ln_var_layer,
-                          n_sources, neuron_rotation, pca_basis, svd_rotation)
+from .bases import (GramAccumulator, MeanAccumulator, M_dash, absent_rotation, is_ln_var_layer, layer_basis, n_sources,
+                          pca_basis, svd_rotation)
 from .edges import edges
 from .graph import TENSOR_KINDS, Graph, load_graph, read_result_meta
 from .cost import plan_memory
@@ -577,23 +577,20 @@ def compute_bases(cfg: BuildConfig, model, stores: Stores, ds, mean: dict, gram:
         n = nl[l]
         F, C_next = ((section_chain(model, l, L - 1), rots[last].C) if cfg.naive_gradient_flow
                      else (section_chain(model, l, l + 1), rots[nl[l + 1]].C))
-        if cfg.basis_formula == 'neuron': rot = neuron_rotation(gram[n].shape[0], n, gram[n].dtype, gram[n].device)
-        else:
-            pca = pca_basis(gram[n], mean.get(n), tau, cfg.center, isolates_ln_var(cfg, n))
-            if cfg.basis_formula == 'svd': rot = svd_rotation(pca, n)
-            else:
-                def local():
-                    if store is None: return None
-                    kw = dict(n_samples=N, n_sources_pos=Rp, n_sources_hidden=Rh, generator=gen, **_chunking(max_chunk, mem_budget, l))
-                    if by_sources and dist.size > 1:       # this rank's slice of the source list (§2.11 order)
-                        with torch.no_grad(): y = F(next(iter(store.batches(l, 1)())))
-                        S = n_sources(y.shape[1], y.shape[2] if C_next is None else C_next.shape[1], Rp, Rh)
-                        kw['dir_range'] = chunk_bounds(S, dist.rank, dist.size)
-                        if kw['dir_range'][0] == kw['dir_range'][1]: return None
-                    return M_dash(F, store.batches(l), cfg.basis_formula, rules[n], cfg.n_intervals, C_next, **kw)
-                parts = [p for p in collect(dist, f'bases {n}', local) if p is not None]
-                Ld = sum_in_order([p[1] for p in parts])
-                rot = interaction_rotation(sum_in_order([p[0] for p in parts]), pca, tau, cfg.basis_formula, Ld, n)
+        def local():
+            if store is None: return None
+            kw = dict(n_samples=N, n_sources_pos=Rp, n_sources_hidden=Rh, generator=gen, **_chunking(max_chunk, mem_budget, l))
+            if by_sources and dist.size > 1:       # this rank's slice of the source list (§2.11 order)
+                with torch.no_grad(): y = F(next(iter(store.batches(l, 1)())))
+                S = n_sources(y.shape[1], y.shape[2] if C_next is None else C_next.shape[1], Rp, Rh)
+                kw['dir_range'] = chunk_bounds(S, dist.rank, dist.size)
+                if kw['dir_range'][0] == kw['dir_range'][1]: return None
+            return M_dash(F, store.batches(l), cfg.basis_formula, rules[n], cfg.n_intervals, C_next, **kw)
+        def moments():                             # summed in rank order (one rank: its own)
+            parts = [p for p in collect(dist, f'bases {n}', local) if p is not None]
+            return sum_in_order([p[0] for p in parts]), sum_in_order([p[1] for p in parts])
+        rot = layer_basis(F, None, gram[n], mean.get(n), C_next, cfg.basis_formula, tau, rules[n], cfg.n_intervals,
+                          cfg.center, isolates_ln_var(cfg, n), n, moments=moments, n_sources_pos=Rp, n_sources_hidden=Rh)
         rots[n] = dist.bcast(rot)   # rank 0's basis everywhere, even where another host's eigh rounds differently
         _log.info('basis %s: orig %d -> rib %s', n, widths[n], rots[n].rib)
     return {n: rots[n] for n in nl}
@@ -793,7 +790,8 @@ def main(argv: list[str] | None = None) -> int:
         _log.error('%s', e)
         if dist.rank == e.ranks[0]: _log.error('traceback on rank %d:\n%s', e.ranks[0], e.tracebacks.get(e.ranks[0], ''))
         return 3
-    except LibConfigError as e: _log.error('config error: %s', e); return 2
+    except LibConfigError as e:    # a bad config or a defective input file (LibFileError): one line, nothing written
+        _log.error('%s error: %s', 'file' if isinstance(e, LibFileError) else 'config', e); return 2
     except FileExistsError as e: _log.error('%s', e); return 1
     except BaseException as e:     # not caught by a collective check: stop every rank rather than leave them waiting
         if dist.size == 1: raise
@@ -801,4 +799,7 @@ def main(argv: list[str] | None = None) -> int:
         dist.abort(4)
     if dist.rank == 0:
         for line in summary(g).splitlines(): _log.info(line)
+        where = rank_dir(a.partial, 0).parent if a.partial else dest
+        print(f'{where or "(not saved)"}: graph {g.exp_name} ({g.stage}), widths ' + ' '.join(f'{n} {w}' for n, w in g.widths.items())
+              + f', {sum(g.timings.values()):.1f} s', flush=True)
     return 0

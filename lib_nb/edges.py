@@ -12,7 +12,8 @@ from torch import Tensor
 from torch.func import jvp, vjp, vmap
 
 from .core import Float, LibConfigError, parse_dtype
-from .bases import as_batches, integration_points, _check_acts, _plain, _rademacher, _chunk, _row_cotangents
+from .bases import as_batches, integration_points, check_acts, plain_acts, rademacher, chunk_size, row_cotangents
+from .jacobians import squared_edges_from_jacobian
 
 # %% auto #0
 __all__ = ['EDGE_FORMULAS', 'EDGE_MODES', 'Edges', 'check_edge_formula', 'edge_mode', 'squared_edges_batch',
@@ -60,7 +61,7 @@ def _edge_cotangents(pairs: list[tuple[int, int]], batch: int, T: int, I: int, s
     "Cotangents for (t or r, i) pairs: one-hot at (t, i), or ±1 over positions in column i."
     out = torch.zeros(len(pairs), batch, T, I, dtype=dtype, device=device)
     for n, (t, i) in enumerate(pairs):
-        if stochastic: out[n, :, :, i] = _rademacher((batch, T), generator, dtype, device)
+        if stochastic: out[n, :, :, i] = rademacher((batch, T), generator, dtype, device)
         else: out[n, :, t, i] = 1
     return out
 
@@ -79,7 +80,7 @@ def _causal_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float], weigh
         I = out.shape[2]
         lo, hi = out_range or (0, I)
         if E is None: E = torch.zeros(hi - lo, r, dtype=torch.float64, device=f_hat.device)
-        c = _chunk(hi - lo, _edge_bytes(B, t + 1, r, t + 1, I, r, f_hat.element_size()), mem_budget, max_chunk)
+        c = chunk_size(hi - lo, _edge_bytes(B, t + 1, r, t + 1, I, r, f_hat.element_size()), mem_budget, max_chunk)
         for s in range(lo, hi, c):
             rows = list(range(s, min(s + c, hi)))
             cot = _edge_cotangents([(t, i) for i in rows], B, t + 1, I, False, None, f_hat.dtype, f_hat.device)
@@ -113,7 +114,7 @@ def _forward_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float], weig
     S = _edge_signs(n_sources, hi - lo, B, T, generator, f_hat, acc)
     E = torch.zeros(hi - lo, r, dtype=torch.float64, device=f_hat.device)
     per_sample = _edge_bytes(1, P, r, T, hi - lo, r, f_hat.element_size())   # one tangent, one sample
-    c = _chunk(r, B * per_sample, mem_budget, max_chunk)
+    c = chunk_size(r, B * per_sample, mem_budget, max_chunk)
     if c < min(4, r) and not max_chunk: c = min(4, r)      # each chunk re-runs the primal: fewer samples, not < 4 tangents
     b = max(1, min(B, mem_budget // (c * per_sample)))
     for b0 in range(0, B, b):
@@ -134,7 +135,7 @@ def _forward_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float], weig
 def _edge_signs(n_sources: int | None, n_rows: int, B: int, T: int, generator, f_hat: Tensor, acc) -> Tensor | None:
     "The reverse path's signs `φ[r, i, x, t]` of eq. 22, drawn in its (r, i) order; None without sources."
     if not n_sources: return None
-    return torch.stack([_rademacher((B, T), generator, f_hat.dtype, f_hat.device)
+    return torch.stack([rademacher((B, T), generator, f_hat.dtype, f_hat.device)
                         for _ in range(n_sources * n_rows)]).view(n_sources, n_rows, B, T).to(acc)
 
 def _positionwise_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float], weights: list[float], T: int, I: int,
@@ -145,10 +146,10 @@ def _positionwise_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float],
     lo, hi = out_range or (0, I)
     S = _edge_signs(n_sources, hi - lo, B, T, generator, f_hat, acc)
     fns = [vjp(H, f_hat * a)[1] for a in alphas]
-    c = _chunk(hi - lo, _edge_bytes(B, P, r, T, I, r, f_hat.element_size()), mem_budget, max_chunk)
+    c = chunk_size(hi - lo, _edge_bytes(B, P, r, T, I, r, f_hat.element_size()), mem_budget, max_chunk)
     E = torch.zeros(hi - lo, r, dtype=torch.float64, device=f_hat.device)
     for i0 in range(lo, hi, c):
-        cot = _row_cotangents(i0, min(c, hi - i0), B, T, I, f_hat.dtype, f_hat.device)   # pull-back at s: ∂Ĥ_{s,i}/∂ẑ_s
+        cot = row_cotangents(i0, min(c, hi - i0), B, T, I, f_hat.dtype, f_hat.device)   # pull-back at s: ∂Ĥ_{s,i}/∂ẑ_s
         J = _weighted_J(fns, weights, cot, f_hat, acc, sum_pos=False)   # J_{x,t,i,j} for every t, before any Σ over t
         rows = slice(i0 - lo, i0 - lo + len(cot))
         if S is None: E[rows] += J.to(torch.float64).square().sum((1, 2))
@@ -182,13 +183,12 @@ def squared_edges_batch(F: Callable,                          # section F_l
                         mode: str = 'auto'                     # 'forward', 'reverse' or 'auto' (fewer passes)
                        ) -> Float[Tensor, "rows rib_in"]:
     "Σ over the batch, output positions (or sources) of `J²` (eq. 20–23), float64 and not yet normalised."
-    _check_acts(acts)
+    check_acts(acts)
     if getattr(F, 'jacobian', None) is not None and not n_sources:
-        from lib_nb.jacobians import squared_edges_from_jacobian  # exact structure-aware Jacobians (01a_jacobians)
         return squared_edges_from_jacobian(F.jacobian, acts, C, C_pinv, C_next, alphas, weights, out_range,
                                            accumulator_dtype, mem_budget)
     if n_sources and generator is None: raise ValueError('stochastic sources need an explicit torch.Generator')
-    acts = _plain(acts)
+    acts = plain_acts(acts)
     f_hat = acts if C is None else acts @ C
     H = _lib_section(F, C_pinv, C_next)
     B, P, r = f_hat.shape
@@ -210,7 +210,7 @@ def squared_edges_batch(F: Callable,                          # section F_l
     pairs = [(t, i) for t in range(n_sources or T) for i in range(lo, hi)]   # position-like index outer
     E = torch.zeros(hi - lo, r, dtype=torch.float64, device=acts.device)
     per_dir = _edge_bytes(B, P, r, T, I, acts.shape[-1], acts.element_size())
-    c = _chunk(len(pairs), per_dir, mem_budget, max_chunk)
+    c = chunk_size(len(pairs), per_dir, mem_budget, max_chunk)
     for s in range(0, len(pairs), c):
         chunk = pairs[s:s + c]
         cot = _edge_cotangents(chunk, B, T, I, bool(n_sources), generator, acts.dtype, acts.device)
@@ -227,8 +227,8 @@ def functional_edges_batch(F: Callable, acts: Float[Tensor, "batch pos orig"],
                            mem_budget: int = 2**28, max_chunk: int | None = None
                           ) -> Float[Tensor, "rows rib_in"]:
     "Σ over the batch of the functional edges (eq. 24), in the run dtype, not yet normalised."
-    _check_acts(acts)
-    acts = _plain(acts)
+    check_acts(acts)
+    acts = plain_acts(acts)
     f_hat = acts if C is None else acts @ C
     H = _lib_section(F, C_pinv, C_next)
     target = H(f_hat)
@@ -237,7 +237,7 @@ def functional_edges_batch(F: Callable, acts: Float[Tensor, "batch pos orig"],
     lo, hi = out_range or (0, I)
     E = torch.zeros(hi - lo, r, dtype=acts.dtype, device=acts.device)
     per_dir = _edge_bytes(B, P, r, T, I, acts.shape[-1], acts.element_size())
-    c = _chunk(hi - lo, per_dir, mem_budget, max_chunk)
+    c = chunk_size(hi - lo, per_dir, mem_budget, max_chunk)
     for a, w in zip(alphas, weights):
         out, fn = vjp(H, f_hat * a)
         resid = 2 * (target - out.detach())                           # −∂/∂Ĥ(ẑ) of the bracket
@@ -269,7 +269,7 @@ def edges(F: Callable, batches,                            # section F_l and bat
     if accumulator_dtype is not None: accumulator_dtype = parse_dtype(accumulator_dtype, 'edge_accumulator_dtype')
     E, count, P, dtype = None, 0, 1, None
     for acts in as_batches(batches):
-        _check_acts(acts)
+        check_acts(acts)
         B, P, _ = acts.shape; count += B; dtype = acts.dtype
         if formula == 'squared':
             e = squared_edges_batch(F, acts, C, C_pinv, C_next, alphas, weights, n_sources, generator, out_range,
