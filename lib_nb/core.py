@@ -22,7 +22,8 @@ __all__ = ['TOLERANCES', 'PARITY', 'PRECISION_TOL', 'PRECISION_LEADING', 'DTYPES
            'GLOSSARY', 'tolerance', 'test_close_t', 'rel_diff', 'graph_distance', 'precision_report', 'default_device',
            'seeded_generator', 'parse_dtype', 'dtype_name', 'LibConfigError', 'LibFileError', 'config_error',
            'LibModel', 'take_alias', 'atomic_path', 'readable_file', 'safe_torch_load', 'read_yaml', 'file_sha256',
-           'jsonable', 'chunk_bounds', 'repo_root', 'shared_path', 'Glossary', 'Tensor', 'Float', 'Int', 'Bool']
+           'jsonable', 'chunk_bounds', 'tiny_mlp_sections', 'tiny_causal_section', 'repo_root', 'shared_path',
+           'Glossary', 'Tensor', 'Float', 'Int', 'Bool']
 
 # %% ../nbs/00_core.ipynb #cf0e4bd8
 TOLERANCES: dict[torch.dtype, dict[str, float]] = {
@@ -390,6 +391,39 @@ def chunk_bounds(S: int, c: int, n: int) -> tuple[int, int]:
     "Start and end of chunk `c` of `n` over `range(S)`."
     if not 0 <= c < n: raise ValueError(f'chunk index {c} outside 0..{n-1}')
     return S * c // n, S * (c + 1) // n
+
+# %% ../nbs/00_core.ipynb #172c0ad4
+def tiny_mlp_sections(d_in: int = 5, d_hid: int = 7, d_out: int = 4, seed: int = 0, dtype: torch.dtype = torch.float64):
+    "Sections `F0, F1` of a folded 2-layer ReLU MLP (drawn in float64, then cast), `acts(n, seed)` of node layer 0, and `W1`."
+    g = seeded_generator(seed)
+    W0 = torch.randn(d_in + 1, d_hid + 1, dtype=torch.float64, generator=g) / d_in ** 0.5
+    W0[:-1, -1] = 0; W0[-1, -1] = 1                          # relu(1) = 1: the hidden layer carries a constant
+    W1 = torch.randn(d_hid + 1, d_out, dtype=torch.float64, generator=g) / d_hid ** 0.5
+    W0, W1 = W0.to(dtype), W1.to(dtype)
+    def acts(n: int, seed: int = 1) -> Tensor:
+        x = torch.randn(n, 1, d_in, dtype=torch.float64, generator=seeded_generator(seed))
+        return torch.cat([x, torch.ones(n, 1, 1, dtype=torch.float64)], -1).to(dtype)
+    return (lambda x: torch.relu(x @ W0)), (lambda x: x @ W1), acts, W1
+
+def tiny_causal_section(d: int = 6, P: int = 3, d_mlp: int = 8, last_only: bool = True, seed: int = 0,
+                        dtype: torch.dtype = torch.float64):
+    "A section with causal softmax mixing over `P` positions and a folded ReLU MLP; returns `F` and `acts(n, seed)`."
+    g = seeded_generator(seed)
+    r = lambda *s: torch.randn(*s, dtype=dtype, generator=g) / s[0] ** 0.5
+    Wq, Wk, Wv = r(d + 1, 4), r(d + 1, 4), r(d + 1, 4)
+    Wo = torch.cat([r(4, d), torch.zeros(4, 1, dtype=dtype)], -1)             # keeps the constant at 1
+    Win = r(d + 1, d_mlp); Wout = torch.cat([r(d_mlp, d), torch.zeros(d_mlp, 1, dtype=dtype)], -1)
+    mask = torch.ones(P, P, dtype=torch.bool).tril()
+    def F(x):
+        s = (x @ Wq) @ (x @ Wk).transpose(-1, -2) / 2.0
+        a = torch.softmax(s.masked_fill(~mask, float('-inf')), -1)
+        h = x + (a @ (x @ Wv)) @ Wo
+        if last_only: h = h[:, -1:]
+        return h + torch.relu(h @ Win) @ Wout
+    def acts(n: int, seed: int = 1) -> Tensor:
+        x = torch.randn(n, P, d, dtype=dtype, generator=seeded_generator(seed))
+        return torch.cat([x, torch.ones(n, P, 1, dtype=dtype)], -1)
+    return F, acts
 
 # %% ../nbs/00_core.ipynb #cf301f1d
 def repo_root() -> Path:
