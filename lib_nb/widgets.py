@@ -18,8 +18,8 @@ from .analysis import (NodeData, Pruned, auto_eps, collapse, edge_eps_from_bisec
                              normalised_edges, parse_node, prune, to_networkx)
 
 # %% auto #0
-__all__ = ['N_BINS', 'edge_bins', 'bin_style', 'figure_widget', 'explorer_figure', 'grid_figure', 'edge_segments',
-           'collapsed_drawing', 'Explorer', 'chromium_path', 'html_to_png', 'explore']
+__all__ = ['N_BINS', 'edge_bins', 'bin_style', 'figure_widget', 'norm_args', 'drawing_state', 'hover_text', 'explorer_figure',
+           'grid_figure', 'edge_segments', 'collapsed_drawing', 'Explorer', 'chromium_path', 'html_to_png', 'explore']
 
 # %% ../nbs/08_widgets.ipynb #f5d422c9
 N_BINS = 8
@@ -56,6 +56,37 @@ def figure_widget(fig):
     w._lib_nb_defer = False
     w.open()
     return w
+
+# %% ../nbs/08_widgets.ipynb #d16cad4d
+def norm_args(norm: str,                        # the norm control: sqrt, log, by_layer_log, max or none
+              g: Graph,                         # the graph drawn
+              bisect_eps: dict | None = None,   # ε_l per block from the LIB graph's bisect result
+              is_lib: bool = True               # whether `g` is the graph that bisect result belongs to
+             ) -> tuple[str, dict | float | None]:
+    "The `normalised_edges` norm and ε of a norm control value: the bisect's ε where it applies, else `auto_eps`."
+    if norm == 'none': return 'identity', None
+    if norm == 'log': return 'log', (min(bisect_eps.values()) if bisect_eps and is_lib else auto_eps(g))
+    if norm == 'by_layer_log':
+        if not is_lib: return 'log', auto_eps(g)
+        return 'by_layer_log', bisect_eps
+    return norm, None
+
+def drawing_state(g: Graph, norm: str, eps: dict | float | None = None) -> dict:
+    "What every redraw of `g` under one norm reuses: weights `W`, the strongest drawable `top`, node strengths, layout."
+    W_ = normalised_edges(g, norm, eps)
+    top = max(float(nonconst_block(g, p, M).max()) for p, M in W_.items()) or 1.0
+    return dict(W=W_, top=top, strength=node_strengths(g, W_), layout=layout(g), text={})   # text: hover texts, filled lazily
+
+def hover_text(g: Graph, l: str, i: int,
+               strength: dict,                  # `node_strengths` of the drawn weights
+               label: str | None = None         # e.g. a Fourier label; its first term is shown
+              ) -> str:
+    "The hover text of node `i` of layer `l`: its id, Λ, in/out strength, label, and whether it is the constant."
+    lam = g.lambdas(l)
+    s_in, s_out = strength[l][0][i], strength[l][1][i]
+    return (f'<b>{node_id(l, i)}</b><br>layer {l}, index {i}' + (f'<br>Λ = {float(lam[i]):.4g}' if lam is not None else '')
+            + f'<br>in {s_in:.3g} · out {s_out:.3g}' + (f'<br>{html.escape(label.split("|")[0])}' if label else '')
+            + ('<br>(constant direction)' if g.has_const(l) and i == 0 else ''))
 
 # %% ../nbs/08_widgets.ipynb #6df28fc9
 def explorer_figure(height: int = 600):
@@ -196,26 +227,17 @@ class Explorer(W.VBox):
         "The graph drawn now: LIB, or the comparison graph."
         return self.views[self.graph_sel.value]
 
-# %% ../nbs/08_widgets.ipynb #81d86133
+# %% ../nbs/08_widgets.ipynb #43d730c1
 @patch
 def _norm_args(self: Explorer) -> tuple[str, dict | float | None]:
-    "The `normalised_edges` norm and ε that the norm control asks for, for the graph drawn now."
-    n = self.norm.value
-    if n == 'none': return 'identity', None
-    if n == 'log': return 'log', (min(self.bisect_eps.values()) if self.bisect_eps and self.graph_sel.value == 'LIB' else auto_eps(self.view))
-    if n == 'by_layer_log':
-        if self.graph_sel.value != 'LIB': return 'log', auto_eps(self.view)
-        return 'by_layer_log', self.bisect_eps
-    return n, None
+    "The norm and ε that the norm control asks for, for the graph drawn now."
+    return norm_args(self.norm.value, self.view, self.bisect_eps, self.graph_sel.value == 'LIB')
 
 @patch
 def _weights(self: Explorer) -> dict:
-    "Normalised edges, the strongest drawable one, node strengths and the layout: cached per (graph, norm)."
+    "The `drawing_state` of the graph drawn now, cached per (graph, norm)."
     key = (self.graph_sel.value, self.norm.value)
-    if key not in self._cache:
-        view = self.view; W_ = normalised_edges(view, *self._norm_args())
-        top = max(float(nonconst_block(view, p, M).max()) for p, M in W_.items()) or 1.0
-        self._cache[key] = dict(W=W_, top=top, strength=node_strengths(view, W_), layout=layout(view), text={})
+    if key not in self._cache: self._cache[key] = drawing_state(self.view, *self._norm_args())
     return self._cache[key]
 
 @patch
@@ -258,24 +280,14 @@ def redraw(self: Explorer):
                          f'{len(nodes["x"])} nodes; kernel {1e3 * self.redraw_s:.0f} ms')
 
 @patch
-def _hover(self: Explorer, view: Graph, l: str, i: int, c: dict) -> str:
-    "The hover text of node `i` of layer `l`: id, Λ, in/out strength, label, constant direction."
-    lam = view.lambdas(l)
-    s_in, s_out = c['strength'][l][0][i], c['strength'][l][1][i]
-    nid = node_id(l, i)
-    lab = self.labels.get(nid) if self.graph_sel.value == 'LIB' else None
-    return (f'<b>{nid}</b><br>layer {l}, index {i}' + (f'<br>Λ = {float(lam[i]):.4g}' if lam is not None else '')
-            + f'<br>in {s_in:.3g} · out {s_out:.3g}' + (f'<br>{html.escape(lab.split("|")[0])}' if lab else '')
-            + ('<br>(constant direction)' if view.has_const(l) and i == 0 else ''))
-
-@patch
 def _plain(self: Explorer, pr: Pruned, labels: dict[str, int] | None, pos: dict, c: dict) -> tuple[dict, dict]:
     "Node markers (coloured by cluster when `labels` are given) and edge segments of a pruned drawing."
-    view = self.view
+    view, lib = self.view, self.graph_sel.value == 'LIB'
     ids = [node_id(l, i) for l in pr.layers for i in pr.nodes[l].tolist()]
     xy = np.array([pos[n] for n in ids]).reshape(-1, 2)
     colour = [(_CLUSTER_COLOURS[labels[n] % len(_CLUSTER_COLOURS)] if labels and labels.get(n, -1) >= 0 else _NODE_GREY) for n in ids]
-    text = [c['text'][n] if n in c['text'] else c['text'].setdefault(n, self._hover(view, *parse_node(n), c)) for n in ids]
+    text = [c['text'][n] if n in c['text'] else
+            c['text'].setdefault(n, hover_text(view, *parse_node(n), c['strength'], self.labels.get(n) if lib else None)) for n in ids]
     nodes = dict(x=xy[:, 0].tolist(), y=xy[:, 1].tolist(), id=ids, text=text, colour=colour, size=[9] * len(ids))
     return nodes, edge_segments(pr, pos, c['top'])
 
