@@ -21,9 +21,7 @@ def machine() -> str:
 
 def run(name: str, cfg_file: str, device: str, **overrides) -> dict:
     from lib_nb.ablation import AblationConfig, ablate
-    cfg = AblationConfig.from_yaml(cfg_file)
-    for k, v in overrides.items(): setattr(cfg, k, v)
-    cfg.out_dir = None
+    cfg = AblationConfig.from_yaml(cfg_file).replace(out_dir=None, **overrides)   # configs are frozen
     t0, c0 = time.perf_counter(), time.process_time()
     res = ablate(config=cfg, device=device, save=False)
     secs, cpu = time.perf_counter() - t0, time.process_time() - c0

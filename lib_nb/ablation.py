@@ -4,30 +4,36 @@
 
 # %% ../nbs/07_ablation.ipynb #45214be1
 from __future__ import annotations
-import json, logging, math, time
-from dataclasses import dataclass, field, fields, asdict
+import argparse, itertools, json, logging, math, time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Sequence
+from typing import Annotated, Callable, Literal, Sequence, Union, get_args
 
 import torch
+import yaml
 from torch import Tensor
+from pydantic import Field, StrictBool, field_validator, model_validator
 
-from .core import (Float, Int, Bool, LibConfigError, atomic_path, default_device, parse_dtype, dtype_name,
-                         safe_torch_load)
+from .core import (Float, Int, Bool, Integer, LibConfigError, LibModel, NonNegativeInt, PositiveInt, atomic_path,
+                         default_device, dtype_name, parse_dtype)
+from .data import load_dataset
+from .folding import load_folded
+from .graph import Graph, load_graph
+from .build import ActivationStore, BuildConfig, combine_scores, load_model
 
 _log = logging.getLogger(__name__)
 
-EVAL_TYPES = ('accuracy', 'ce_loss')
-ABLATION_TYPES = ('rib', 'orthogonal', 'neuron', 'edge')
+EvalType = Literal['accuracy', 'ce_loss']
+AblationType = Literal['rib', 'orthogonal', 'neuron', 'edge']    # neuron: lib_nb's unit-vector baseline
+EVAL_TYPES, ABLATION_TYPES = get_args(EvalType), get_args(AblationType)
 
 # %% auto #0
-__all__ = ['EVAL_TYPES', 'ABLATION_TYPES', 'SCHEDULES', 'linear_schedule', 'exponential_schedule', 'is_good', 'bisect_ablated',
-           'score_terms', 'combine_scores', 'AblationGraph', 'ablation_graph', 'node_basis', 'node_ablation_matrix',
-           'n_candidate_edges', 'edge_mask', 'n_total_edges', 'mask_groups', 'run_from', 'ActivationCache',
-           'cache_activations', 'edge_ablated_output', 'LinearSchedule', 'ExponentialSchedule', 'BisectSchedule',
-           'parse_schedule', 'node_ablation_curve', 'EdgeCurve', 'edge_ablation_curve', 'AblationConfig',
-           'AblationResult', 'load_model_for', 'ablate', 'main', 'features_needed', 'edges_for_strength',
-           'plot_node_ablation', 'plot_edge_ablation']
+__all__ = ['EvalType', 'AblationType', 'EVAL_TYPES', 'ABLATION_TYPES', 'Schedule', 'SCHEDULES', 'linear_schedule',
+           'exponential_schedule', 'is_good', 'bisect_ablated', 'node_basis', 'node_ablation_matrix',
+           'n_candidate_edges', 'edge_mask', 'n_total_edges', 'mask_groups', 'ablated_score', 'edge_ablated_output',
+           'LinearSchedule', 'ExponentialSchedule', 'BisectSchedule', 'parse_schedule', 'node_ablation_curve',
+           'EdgeCurve', 'edge_ablation_curve', 'AblationConfig', 'AblationResult', 'load_model_for', 'ablate', 'main',
+           'features_needed', 'edges_for_strength', 'plot_node_ablation', 'plot_edge_ablation']
 
 # %% ../nbs/07_ablation.ipynb #7b59f812
 def _merge_specific(ablated: list[int], n: int, specific_points: Sequence[int] | None) -> list[int]:
@@ -100,111 +106,18 @@ def bisect_ablated(score_of: Callable[[int], float],  # score after ablating `a`
         else: hi = p
     return lo, probes
 
-# %% ../nbs/07_ablation.ipynb #fc0b06cf
-def score_terms(logits: Float[Tensor, "batch pos vocab"],  # section output of the last section
-                labels: Tensor,                           # [batch] (last position) or [batch, pos] (every token)
-                eval_type: str                            # 'accuracy' or 'ce_loss'
-               ) -> tuple[float, int]:
-    "Sum of the metric over the scored tokens of one batch and their count (§4.7); labels < 0 are ignored."
-    if logits.ndim == 2: logits = logits[:, None]
-    if labels.ndim == 1: lg, lb = logits[:, -1], labels
-    else: lg, lb = logits[:, -labels.shape[1]:], labels
-    lg, lb = lg.reshape(-1, lg.shape[-1]), lb.reshape(-1).to(lg.device)
-    keep = lb >= 0
-    lg, lb = lg[keep], lb[keep]
-    if eval_type == 'accuracy': s = (lg.argmax(-1) == lb).sum()
-    elif eval_type == 'ce_loss': s = torch.nn.functional.cross_entropy(lg.double(), lb, reduction='sum')
-    else: raise LibConfigError('eval_type', f'unknown eval_type {eval_type!r}', f'use one of {list(EVAL_TYPES)}')
-    return float(s), int(lb.numel())
-
-def combine_scores(terms: Sequence[tuple[float, int]],  # (sum, count) per batch
-                   ce_loss_batch_mean: bool = False     # compat A23: plain average of per-batch means
-                  ) -> float:
-    "The dataset score: token-weighted mean of the per-batch sums, or (compat) the mean of per-batch means."
-    if ce_loss_batch_mean: return sum(s / c for s, c in terms) / len(terms)
-    return sum(s for s, _ in terms) / sum(c for _, c in terms)
-
-# %% ../nbs/07_ablation.ipynb #cc1756b7
-@dataclass
-class AblationGraph:
-    "What an ablation needs from a LIB graph: node layers, bases, edges and the build config."
-    node_layers: list[str]
-    orig_dims: dict[str, int]
-    C: dict[str, Tensor | None]
-    C_pinv: dict[str, Tensor | None]
-    W: dict[str, Tensor | None]
-    W_pinv: dict[str, Tensor | None]
-    gram: dict[str, Tensor | None]
-    E_hat: dict[tuple[str, str], Tensor]
-    config: dict
-    contains_all_edges: bool = True
-    path: Path | None = None
-
-    @property
-    def centered(self) -> bool: return bool(self.config.get('center', False))
-
-    def _repr_markdown_(self):
-        rows = '\n'.join(f"| `{l}` | {self.orig_dims[l]} | {'—' if self.C[l] is None else self.C[l].shape[1]} | "
-                         f"{'—' if self.W[l] is None else self.W[l].shape[1]} |" for l in self.node_layers)
-        return (f"**AblationGraph** `{self.config.get('exp_name')}` ({self.config.get('basis_formula', '?')}, "
-                f"centered={self.centered}, {len(self.E_hat)} edge blocks)\n\n| layer | orig | rib | orig_trunc |\n"
-                f"|---|---|---|---|\n{rows}")
-
-def _view_from_flat(tensors: dict[str, Tensor], meta: dict, path=None) -> AblationGraph:
-    "A AblationGraph from the safetensors keys (`C/<layer>`, ...) and the JSON beside them (§6.3 layout)."
-    layers = [r['node_layer'] for r in meta['interaction_rotations']]
-    get = lambda kind: {l: tensors.get(f'{kind}/{l}') for l in layers}
-    E = {(e['in_node_layer'], e['out_node_layer']): tensors[f"E_hat/{e['in_node_layer']}->{e['out_node_layer']}"]
-         for e in meta.get('edges', []) if f"E_hat/{e['in_node_layer']}->{e['out_node_layer']}" in tensors}
-    return AblationGraph(layers, {r['node_layer']: int(r['orig_dim']) for r in meta['interaction_rotations']},
-                     get('C'), get('C_pinv'), get('W'), get('W_pinv'), get('gram'), E, dict(meta.get('config') or {}),
-                     bool(meta.get('contains_all_edges', True)), path)
-
-def _view_from_reference(d: dict, path=None) -> AblationGraph:
-    "A AblationGraph from the reference's `torch.save` dict (§6.3 interoperability table)."
-    rots = d['interaction_rotations']; layers = [r['node_layer'] for r in rots]
-    pick = lambda k: {r['node_layer']: r.get(k) for r in rots}
-    grams = d.get('gram_matrices') or {}
-    E = {(e['in_node_layer'], e['out_node_layer']): e['E_hat'] for e in (d.get('edges') or []) if e.get('E_hat') is not None}
-    return AblationGraph(layers, {r['node_layer']: int(r['orig_dim']) for r in rots}, pick('C'), pick('C_pinv'),
-                     pick('W'), pick('W_pinv'), {l: grams.get(l) for l in layers}, E, dict(d.get('config') or {}),
-                     bool(d.get('contains_all_edges', True)), path)
-
-def ablation_graph(graph) -> AblationGraph:
-    "Read a graph: a `lib_nb.build.Graph`, a saved graph (directory, .safetensors or .json), or a reference .pt dict."
-    if type(graph).__name__ == 'AblationGraph' and hasattr(graph, 'centered'): return graph   # (also one made before a re-import)
-    if isinstance(graph, dict): return _view_from_reference(graph)
-    if isinstance(graph, (str, Path)):
-        p = Path(graph)
-        if p.suffix == '.pt': return _view_from_reference(safe_torch_load(p), p)
-        if p.is_dir():
-            st = sorted(p.glob('*.safetensors'))
-            if len(st) != 1: raise FileNotFoundError(f'{p}: expected one .safetensors graph file, found {len(st)}')
-            p = st[0]
-        st, js = p.with_suffix('.safetensors'), p.with_suffix('.json')
-        for f in (st, js):
-            if not f.exists(): raise FileNotFoundError(f'{f}: no such file (a saved graph is a .safetensors + .json pair)')
-        from safetensors.torch import load_file
-        return _view_from_flat(load_file(st), json.loads(js.read_text()), st)
-    return _view_from_graph_object(graph)
-
-def _view_from_graph_object(g) -> AblationGraph:
-    "A AblationGraph from a `lib_nb.build.Graph` (through its safetensors keys and JSON metadata)."
-    if hasattr(g, 'tensors') and hasattr(g, 'meta'): return _view_from_flat(g.tensors(), g.meta())
-    raise TypeError(f'cannot read a graph from a {type(g).__name__}; pass a lib_nb.build.Graph, a saved graph path, '
-                    'or a reference .pt dict')
-
 # %% ../nbs/07_ablation.ipynb #d38048cd
-def node_basis(g: AblationGraph,                 # the graph
-               layer: str,                   # a node layer of the graph
+def node_basis(g: Graph | str | Path,          # the graph (or a path `load_graph` reads)
+               layer: str,                     # a node layer of the graph
                basis: Literal['rib', 'orthogonal', 'neuron'] = 'rib'  # C (LIB), W (PCA) or unit vectors
               ) -> tuple[Float[Tensor, "orig r"], Float[Tensor, "r orig"]]:
     "The basis `B` and its inverse `B⁺` whose first columns a node ablation keeps (§7.2)."
+    g = load_graph(g)
     if layer not in g.node_layers:
         raise LibConfigError('ablation_node_layers', f'{layer!r} is not a node layer of the graph',
                              f'choose from {g.node_layers}')
     if basis in ('rib', 'orthogonal'):
-        B, Bp = (g.C[layer], g.C_pinv[layer]) if basis == 'rib' else (g.W[layer], g.W_pinv[layer])
+        B, Bp = (g.C.get(layer), g.C_pinv.get(layer)) if basis == 'rib' else (g.W.get(layer), g.W_pinv.get(layer))
         if B is None or Bp is None:
             raise LibConfigError('ablation_type', f'the graph has no {"C" if basis == "rib" else "W"} for {layer!r}',
                                  'ablate a rotated node layer, or build the graph with calculate_Cs: true')
@@ -276,52 +189,15 @@ def mask_groups(mask: Bool[Tensor, "rib_out rib_in"]  # an edge mask
     return rows, inverse
 
 # %% ../nbs/07_ablation.ipynb #a2aa8b16
-def run_from(model,          # a sectioned model (`pre`, `section`, `n_sections`)
-             l: int,         # index of the node layer `x` belongs to
-             x: Tensor       # activations of node layer l, [batch, P_l, d_l]
-            ) -> Tensor:
-    "Run sections `l, l+1, ...` of `model` on `x`; returns the logits (or `x` itself when l is past the last section)."
-    for j in range(l, model.n_sections): x = model.section(j, x)
-    return x
-
-@dataclass
-class ActivationCache:
-    "Activations of some node layers on every batch of a dataset, computed once (`pre` + earlier sections)."
-    model: Any                      # the sectioned model they came from
-    acts: dict[int, list[Tensor]]   # node-layer index -> one tensor [batch, P_l, d_l] per batch
-    labels: list[Tensor]            # one label tensor per batch
-    base_score: float               # the unablated score
-    eval_type: str
-    ce_loss_batch_mean: bool = False
-
-    def score(self, l: int, transform: Callable[[Tensor], Tensor] | None = None, start: int | None = None) -> float:
-        "Score after replacing node layer `l` by `transform(acts)` and running from section `start` (default l)."
-        terms = []
-        with torch.inference_mode():
-            for x, y in zip(self.acts[l], self.labels):
-                z = x if transform is None else transform(x)
-                terms.append(score_terms(run_from(self.model, l if start is None else start, z), y, self.eval_type))
-        return combine_scores(terms, self.ce_loss_batch_mean)
-
-def cache_activations(model,                     # a sectioned model
-                      batches: Iterable,         # (inputs, labels) batches
-                      layers: Sequence[int],     # node-layer indices to keep
-                      eval_type: str = 'accuracy',
-                      device: torch.device | str | None = None,
-                      ce_loss_batch_mean: bool = False
-                     ) -> ActivationCache:
-    "One unablated pass over `batches` that keeps the activations of `layers` on `device` and scores the model."
-    device = torch.device(device) if device is not None else default_device()
-    acts, labels, terms = {l: [] for l in layers}, [], []
-    with torch.inference_mode():
-        for inputs, y in batches:
-            x = model.pre(inputs.to(device))
-            for j in range(model.n_sections):
-                if j in acts: acts[j].append(x)
-                x = model.section(j, x)
-            if model.n_sections in acts: acts[model.n_sections].append(x)
-            labels.append(y.to(device)); terms.append(score_terms(x, y, eval_type))
-    return ActivationCache(model, acts, labels, combine_scores(terms, ce_loss_batch_mean), eval_type, ce_loss_batch_mean)
+def ablated_score(store: ActivationStore,          # node-layer activations of the data set (`lib_nb.build`)
+                  eval_type: EvalType = 'accuracy',
+                  l: int | None = None,            # replace node layer `l` ... (None: the unablated model)
+                  transform: Callable[[Tensor], Tensor] | None = None,  # ... by `transform(f^l)`
+                  start: int | None = None,        # and run the sections from `start` on (default `l`)
+                  ce_loss_batch_mean: bool = False # compat A23: plain mean of per-batch ce_loss
+                 ) -> float:
+    "The data set's score with node layer `l` replaced by `transform(f^l)` (§7.1), by the build's scorer."
+    return combine_scores(store.score_terms(eval_type, l, transform, start), ce_loss_batch_mean)
 
 # %% ../nbs/07_ablation.ipynb #03343d1b
 def edge_ablated_output(F: Callable[[Tensor], Tensor],   # section l: node layer l -> node layer l+1 (or logits)
@@ -330,12 +206,14 @@ def edge_ablated_output(F: Callable[[Tensor], Tensor],   # section l: node layer
                         C_out: Tensor | None, C_out_pinv: Tensor | None,  # None: unrotated output (identity)
                         mask: Bool[Tensor, "rib_out rib_in"],  # kept edges
                         max_rows: int = 2**16,              # samples per stacked evaluation of F
-                        memo: dict | None = None            # reuse output columns of mask rows seen before on this x
+                        memo: dict | None = None,           # reuse output columns of mask rows seen before on this x
+                        key=None                            # names `x` in `memo` (default: its data pointer)
                        ) -> Float[Tensor, "batch pos_out d_out"]:
     "Output of section l with only the masked edges (§7.3): one run of F per group of identical mask rows."
     u = x @ C_in
     rows, inv = mask_groups(mask.to(u.device))
-    keys = [(x.data_ptr(), r.cpu().numpy().tobytes()) for r in rows]
+    xk = x.data_ptr() if key is None else key
+    keys = [(xk, r.cpu().numpy().tobytes()) for r in rows]
     cols_of = [(inv == g).nonzero().squeeze(1) for g in range(rows.shape[0])]
     y, todo = None, []
     for g, k in enumerate(keys):
@@ -363,58 +241,44 @@ def edge_ablated_output(F: Callable[[Tensor], Tensor],   # section l: node layer
     return y if C_out_pinv is None else y @ C_out_pinv
 
 # %% ../nbs/07_ablation.ipynb #e1c49ee2
-@dataclass
-class LinearSchedule:
+class LinearSchedule(LibModel):
     "Evenly spaced ablated counts (§7.4)."
-    n_points: int
+    n_points: PositiveInt                                  # points on the curve, 2 <= n_points <= n + 1
     schedule_type: Literal['linear'] = 'linear'
-    early_stopping_threshold: float | None = None
-    specific_points: list[int] | None = None
+    early_stopping_threshold: float | None = None          # stop once the score moves this far from the first point
+    specific_points: list[Integer] | None = None           # extra remaining counts to include
     def ablated_counts(self, n: int) -> list[int]: return linear_schedule(n, self.n_points, self.specific_points)
 
-@dataclass
-class ExponentialSchedule:
+class ExponentialSchedule(LibModel):
     "One at a time for the first `ablate_every_vec_cutoff`, then steps growing by `exp_base` (§7.4)."
     schedule_type: Literal['exponential'] = 'exponential'
-    ablate_every_vec_cutoff: int | None = None
-    exp_base: float = 2.0
+    ablate_every_vec_cutoff: NonNegativeInt | None = None  # `c`; None: ablate every count
+    exp_base: float = Field(2.0, gt=1)                     # `b`
     early_stopping_threshold: float | None = None
-    specific_points: list[int] | None = None
+    specific_points: list[Integer] | None = None
     def ablated_counts(self, n: int) -> list[int]:
         return exponential_schedule(n, self.ablate_every_vec_cutoff, self.exp_base, self.specific_points)
 
-@dataclass
-class BisectSchedule:
+class BisectSchedule(LibModel):
     "Bisection for the most ablated items that keep the score within `score_target_difference` (§7.4)."
-    score_target_difference: float
+    score_target_difference: float = Field(ge=0)           # `δ`
     schedule_type: Literal['bisect'] = 'bisect'
     scaling: Literal['linear', 'logarithmic'] = 'linear'
-    tolerance: int = 1
+    tolerance: PositiveInt = 1
 
+Schedule = Annotated[Union[LinearSchedule, ExponentialSchedule, BisectSchedule], Field(discriminator='schedule_type')]
 SCHEDULES = {'linear': LinearSchedule, 'exponential': ExponentialSchedule, 'bisect': BisectSchedule}
 
-def _from_fields(cls, d: dict, where: str):
-    "Build dataclass `cls` from dict `d`, naming unknown and missing fields."
-    names = {f.name for f in fields(cls)}
-    if (extra := sorted(set(d) - names)):
-        raise LibConfigError(f'{where}.{extra[0]}', 'unknown field', f'remove it; valid fields: {sorted(names)}')
-    try: return cls(**d)
-    except TypeError as e: raise LibConfigError(where, f'missing a required field ({e})', f'valid fields: {sorted(names)}') from None
-
-def parse_schedule(d: dict | LinearSchedule | ExponentialSchedule | BisectSchedule):
-    "A schedule object from the YAML `schedule:` block (tagged by `schedule_type`)."
-    if not isinstance(d, dict) and getattr(d, 'schedule_type', None) in SCHEDULES: return d
-    if not isinstance(d, dict) or d.get('schedule_type') not in SCHEDULES:
-        raise LibConfigError('schedule.schedule_type', f'got {None if not isinstance(d, dict) else d.get("schedule_type")!r}',
-                             f'use one of {list(SCHEDULES)}')
-    s = _from_fields(SCHEDULES[d['schedule_type']], d, 'schedule')
-    if s.schedule_type == 'bisect':
-        if s.score_target_difference is None or s.score_target_difference < 0:
-            raise LibConfigError('schedule.score_target_difference', f'{s.score_target_difference!r}', 'give a number >= 0')
-        if int(s.tolerance) < 1: raise LibConfigError('schedule.tolerance', f'{s.tolerance} < 1', 'use an integer >= 1')
-        if s.scaling not in ('linear', 'logarithmic'):
-            raise LibConfigError('schedule.scaling', f'unknown scaling {s.scaling!r}', "use 'linear' or 'logarithmic'")
-    return s
+def parse_schedule(d: dict | LinearSchedule | ExponentialSchedule | BisectSchedule
+                  ) -> LinearSchedule | ExponentialSchedule | BisectSchedule:
+    "The schedule of a YAML `schedule:` block, chosen by its `schedule_type`; errors name `schedule.<field>`."
+    if isinstance(d, tuple(SCHEDULES.values())): return d
+    tag = d.get('schedule_type') if isinstance(d, dict) else getattr(d, 'schedule_type', None)
+    if tag not in SCHEDULES:
+        raise LibConfigError('schedule.schedule_type', f'got {tag!r}', f'use one of {list(SCHEDULES)}')
+    if not isinstance(d, dict): d = d.to_dict()         # a schedule made before a re-import of this module
+    try: return SCHEDULES[tag].from_dict(d)
+    except LibConfigError as e: raise LibConfigError(f'schedule.{e.field}', e.problem, e.fix) from None
 
 # %% ../nbs/07_ablation.ipynb #1af673f1
 def _static_curve(n: int, schedule, score_of: Callable[[int], float], base: float) -> dict[int, float]:
@@ -427,27 +291,30 @@ def _static_curve(n: int, schedule, score_of: Callable[[int], float], base: floa
         if thr is not None and abs(s - first) > thr: break
     return out
 
-def node_ablation_curve(cache: ActivationCache,  # activations of (at least) this layer
-                        g: AblationGraph,            # the graph holding the basis
+def node_ablation_curve(store: ActivationStore,  # node-layer activations of the data set (`lib_nb.build`)
+                        g: Graph | str | Path,   # the graph holding the basis (or its path)
                         layer: str,              # node layer to ablate
-                        schedule,                # a schedule object
-                        basis: Literal['rib', 'orthogonal', 'neuron'] = 'rib'
+                        schedule: Schedule,      # a schedule object
+                        basis: Literal['rib', 'orthogonal', 'neuron'] = 'rib',
+                        eval_type: EvalType = 'accuracy',
+                        ce_loss_batch_mean: bool = False,  # compat A23
+                        base: float | None = None          # the unablated score (default: scored from the store)
                        ) -> dict[int, float]:
     "Score against `k` = basis vectors kept in `layer` (§7.2), keyed by k; bisect gives the probes."
-    l = g.node_layers.index(layer)
-    x0 = cache.acts[l][0]
+    g = load_graph(g)
     B, Bp = node_basis(g, layer, basis)
-    n = B.shape[0]
+    l, n = g.node_layers.index(layer), B.shape[0]
+    if base is None: base = ablated_score(store, eval_type, ce_loss_batch_mean=ce_loss_batch_mean)
     def score_of(a):
         P = node_ablation_matrix(B, Bp, a)
-        if P is None: return cache.base_score
-        P = P.to(x0.device, x0.dtype)
-        return cache.score(l, lambda x: x @ P)
+        if P is None: return base
+        P = P.to(store.model.device, store.model.dtype)
+        return ablated_score(store, eval_type, l, lambda x: x @ P, ce_loss_batch_mean=ce_loss_batch_mean)
     if schedule.schedule_type == 'bisect':
-        lo, probes = bisect_ablated(score_of, n, cache.base_score, schedule.score_target_difference, cache.eval_type,
+        lo, probes = bisect_ablated(score_of, n, base, schedule.score_target_difference, eval_type,
                                     schedule.scaling, schedule.tolerance)
         return {n - a: s for a, s in sorted(probes.items())}
-    return {n - a: s for a, s in sorted(_static_curve(n, schedule, score_of, cache.base_score).items())}
+    return {n - a: s for a, s in sorted(_static_curve(n, schedule, score_of, base).items())}
 
 @dataclass
 class EdgeCurve:
@@ -457,111 +324,123 @@ class EdgeCurve:
     n_edges_required: int | None = None
     masks: dict[int, Tensor] = field(default_factory=dict)
 
-def edge_ablation_curve(cache: ActivationCache,   # activations of the block's input layer
-                        g: AblationGraph,             # the graph (all edges)
+def edge_ablation_curve(store: ActivationStore,   # node-layer activations of the data set (`lib_nb.build`)
+                        g: Graph | str | Path,    # the graph (all edges), or its path
                         in_layer: str,            # the block's input node layer
-                        schedule,                 # a schedule object
+                        schedule: Schedule,       # a schedule object
                         edge_count: Literal['lib', 'orig'] = 'lib',  # compat A11
                         save_all_edge_masks: bool = False,
                         save_last_probe_mask: bool = False,          # compat A10
                         max_rows: int = 2**16,
-                        memo_bytes: int = 2**28                      # memory for reusing unchanged output columns
+                        memo_bytes: int = 2**28,                     # memory for reusing unchanged output columns
+                        eval_type: EvalType = 'accuracy',
+                        ce_loss_batch_mean: bool = False,            # compat A23
+                        base: float | None = None                    # the unablated score (default: scored from the store)
                        ) -> EdgeCurve:
     "Score against `m` = candidate edges kept in the block leaving `in_layer` (§7.3)."
+    g = load_graph(g)
     l = g.node_layers.index(in_layer)
     out_layer = g.node_layers[l + 1]
     E = g.E_hat.get((in_layer, out_layer))
     if E is None: raise LibConfigError('rib_results_path', f'the graph has no edges {in_layer}->{out_layer}',
                                        'build it with calculate_edges: true')
-    x0 = cache.acts[l][0]
-    cast = lambda t: None if t is None else t.to(x0.device, x0.dtype)
-    C_in, C_in_pinv = cast(g.C[in_layer]), cast(g.C_pinv[in_layer])
-    C_out, C_out_pinv = cast(g.C[out_layer]), cast(g.C_pinv[out_layer])
-    if C_in is None: C_in = C_in_pinv = torch.eye(g.orig_dims[in_layer], dtype=x0.dtype, device=x0.device)
+    cast = lambda t: None if t is None else t.to(store.model.device, store.model.dtype)
+    C_in, C_in_pinv = cast(g.C.get(in_layer)), cast(g.C_pinv.get(in_layer))
+    C_out, C_out_pinv = cast(g.C.get(out_layer)), cast(g.C_pinv.get(out_layer))
+    if C_in is None: C_in = C_in_pinv = torch.eye(g.orig_dims[in_layer], dtype=store.model.dtype, device=store.model.device)
     centered = g.centered
     n_cand = n_candidate_edges(E, centered)
     n = n_total_edges(E, centered, edge_count, (g.orig_dims[in_layer], g.orig_dims[out_layer]))
-    F = lambda z: cache.model.section(l, z)
+    if base is None: base = ablated_score(store, eval_type, ce_loss_batch_mean=ce_loss_batch_mean)
+    F = lambda z: store.model.section(l, z)
     masks, last, memo = {}, {}, {'_budget': memo_bytes}
     def score_of(a):
         m = n - a
-        if m >= n_cand: return cache.base_score
+        if m >= n_cand: return base
         mask = edge_mask(E, m, centered)
         last['mask'] = mask
         if save_all_edge_masks: masks[m] = mask
-        return cache.score(l, lambda x: edge_ablated_output(F, x, C_in, C_in_pinv, C_out, C_out_pinv, mask, max_rows, memo),
-                           start=l + 1)
+        batch = itertools.count()     # the memo is keyed by batch number: a recomputing store hands out new tensors
+        return ablated_score(store, eval_type, l, lambda x: edge_ablated_output(F, x, C_in, C_in_pinv, C_out, C_out_pinv,
+                                                                                mask, max_rows, memo, next(batch)),
+                             start=l + 1, ce_loss_batch_mean=ce_loss_batch_mean)
     if schedule.schedule_type == 'bisect':
-        lo, probes = bisect_ablated(score_of, n, cache.base_score, schedule.score_target_difference, cache.eval_type,
+        lo, probes = bisect_ablated(score_of, n, base, schedule.score_target_difference, eval_type,
                                     schedule.scaling, schedule.tolerance)
         req = n - lo
         if save_last_probe_mask and 'mask' in last: masks[req] = last['mask']
         else: masks[req] = edge_mask(E, req, centered)
         return EdgeCurve({n - a: s for a, s in probes.items()}, n, req, masks)
-    return EdgeCurve({n - a: s for a, s in _static_curve(n, schedule, score_of, cache.base_score).items()}, n, None, masks)
+    return EdgeCurve({n - a: s for a, s in _static_curve(n, schedule, score_of, base).items()}, n, None, masks)
 
 # %% ../nbs/07_ablation.ipynb #87b68f7a
-@dataclass
-class AblationConfig:
-    "An ablation run (spec §7.5 field names; the reference's ablation YAML files parse unchanged)."
+class AblationConfig(LibModel):
+    "An ablation run (spec §7.5 field names; the reference's ablation YAML files parse unchanged); change it with `replace`."
     exp_name: str
-    ablation_type: Literal['rib', 'orthogonal', 'neuron', 'edge']   # neuron: lib_nb's unit-vector baseline
-    rib_results_path: str | None          # a saved graph (.safetensors/.json/dir) or a reference .pt dict
-    schedule: Any                         # LinearSchedule | ExponentialSchedule | BisectSchedule (or its dict)
+    ablation_type: AblationType
+    rib_results_path: str | None          # a saved graph (folder, .safetensors/.json pair, reference .pt); None: pass one
+    schedule: Schedule                    # tagged by `schedule_type`
     dataset: dict                         # the `dataset:` block (lib_nb.data.DatasetConfig fields)
     ablation_node_layers: list[str]
-    batch_size: int
+    batch_size: PositiveInt
     dtype: str = 'float32'
-    seed: int = 0
-    eval_type: Literal['accuracy', 'ce_loss'] = 'accuracy'
+    seed: Integer = 0
+    eval_type: EvalType = 'accuracy'
     out_dir: str | None = './out'         # null = write nothing
-    save_all_edge_masks: bool = False
+    save_all_edge_masks: StrictBool = False
     edge_count: Literal['lib', 'orig'] = 'lib'   # compat A11: 'orig' counts orig_in * orig_out slots
-    save_last_probe_mask: bool = False           # compat A10: save the last bisect probe's mask
-    ce_loss_batch_mean: bool = False             # compat A23: plain mean of per-batch ce_loss
+    save_last_probe_mask: StrictBool = False     # compat A10: save the last bisect probe's mask
+    ce_loss_batch_mean: StrictBool = False       # compat A23: plain mean of per-batch ce_loss
     tlens_model_path: str | None = None          # lib_nb: the model, when the graph's own path does not resolve
     mlp_path: str | None = None                  # lib_nb: the same for MLP graphs
-    base_dir: str | None = None                  # lib_nb: relative paths resolve here (the YAML's folder)
+    base_dir: str | None = None                  # lib_nb: relative paths resolve here (the YAML's folder); not saved
 
-    def __post_init__(self):
-        self.schedule = parse_schedule(self.schedule)
-        if self.ablation_type not in ABLATION_TYPES:
-            raise LibConfigError('ablation_type', f'unknown ablation_type {self.ablation_type!r}', f'use one of {list(ABLATION_TYPES)}')
-        if self.eval_type not in EVAL_TYPES:
-            raise LibConfigError('eval_type', f'unknown eval_type {self.eval_type!r}', f'use one of {list(EVAL_TYPES)}')
-        if self.edge_count not in ('lib', 'orig'):
-            raise LibConfigError('edge_count', f'unknown edge_count {self.edge_count!r}', "use 'lib' (default) or 'orig' (compat)")
-        if not self.ablation_node_layers:
-            raise LibConfigError('ablation_node_layers', 'is empty', 'list the node layers to ablate')
-        if 'output' in self.ablation_node_layers and self.ablation_type != 'edge':
+    @field_validator('rib_results_path', 'out_dir', 'tlens_model_path', 'mlp_path', 'base_dir', mode='before')
+    @classmethod
+    def _path(cls, v): return str(v) if isinstance(v, Path) else v
+
+    @field_validator('schedule', mode='before')
+    @classmethod
+    def _schedule(cls, v): return parse_schedule(v)
+
+    @field_validator('dataset', mode='before')
+    @classmethod
+    def _dataset(cls, v): return v.to_dict() if hasattr(v, 'to_dict') else v
+
+    @field_validator('dtype', mode='before')
+    @classmethod
+    def _dtype(cls, v): return dtype_name(parse_dtype(v, 'dtype'))
+
+    @model_validator(mode='after')
+    def _rules(self):
+        nl = self.ablation_node_layers
+        if not nl: raise LibConfigError('ablation_node_layers', 'is empty', 'list the node layers to ablate')
+        if 'output' in nl and self.ablation_type != 'edge':
             raise LibConfigError('ablation_node_layers', "'output' can only end an edge ablation", 'remove output')
-        if self.ablation_type == 'edge' and len(self.ablation_node_layers) < 2:
+        if self.ablation_type == 'edge' and len(nl) < 2:
             raise LibConfigError('ablation_node_layers', 'an edge ablation needs at least two consecutive node layers',
                                  'list a contiguous run of the graph node layers')
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise LibConfigError('batch_size', f'{self.batch_size!r} is not a positive integer', 'use an integer >= 1')
-        parse_dtype(self.dtype, 'dtype')
-        if not isinstance(self.dataset, dict): self.dataset = dict(self.dataset.to_dict())
+        return self
 
     @classmethod
     def from_dict(cls, d: dict, base_dir: str | Path | None = None) -> 'AblationConfig':
-        "Parse a config dict; unknown fields raise, naming them."
-        d = dict(d)
-        if base_dir is not None and d.get('base_dir') is None: d['base_dir'] = str(base_dir)
-        return _from_fields(cls, d, 'ablation config')
+        "Validate a config dict; relative paths in it resolve against `base_dir`. Unknown fields raise, naming them."
+        if isinstance(d, dict) and base_dir is not None and d.get('base_dir') is None: d = {**d, 'base_dir': str(base_dir)}
+        return super().from_dict(d)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> 'AblationConfig':
         "Read an ablation YAML file; relative paths in it resolve against its folder."
-        import yaml
         path = Path(path)
         return cls.from_dict(yaml.safe_load(path.read_text()) or {}, base_dir=path.resolve().parent)
 
     def to_dict(self) -> dict:
-        "A plain dict (what the results JSON stores under `config`)."
-        d = asdict(self); d['schedule'] = asdict(self.schedule)
-        d.pop('base_dir')
-        return d
+        "A plain dict (what the results JSON stores under `config`; `base_dir` left out)."
+        return self.model_dump(mode='json', exclude={'base_dir'})
+
+    def replace(self, **changes) -> 'AblationConfig':
+        "A validated copy with some fields changed (`base_dir` kept)."
+        return type(self).from_dict({**self.model_dump(mode='json'), **changes})
 
     def resolve(self, p: str | Path | None) -> Path | None:
         "A path from the config, relative to `base_dir`."
@@ -622,7 +501,7 @@ class AblationResult:
                 f"n_edges_required |\n|---|---|---|---|---|\n{rows}")
 
 # %% ../nbs/07_ablation.ipynb #89a8719d
-def _model_source(g: AblationGraph, cfg: AblationConfig) -> tuple[str, Path]:
+def _model_source(g: Graph, cfg: AblationConfig) -> tuple[str, Path]:
     "Which model the graph was built on, as an existing path (`tlens_model_path` or `mlp_path`)."
     for key in ('tlens_model_path', 'mlp_path'):
         if getattr(cfg, key) is not None:
@@ -637,7 +516,6 @@ def _model_source(g: AblationGraph, cfg: AblationConfig) -> tuple[str, Path]:
     raw, tried = Path(bc[key]).expanduser(), []
     dirs = [None] + ([g.path.parent] if g.path is not None else []) + ([Path(cfg.base_dir)] if cfg.base_dir else []) + [Path.cwd()]
     if g.path is not None:   # the build config that made the graph, found beside it by exp_name
-        import yaml
         for y in sorted(g.path.parent.glob('*.yaml')):
             try: d = yaml.safe_load(y.read_text()) or {}
             except Exception: continue
@@ -651,13 +529,11 @@ def _model_source(g: AblationGraph, cfg: AblationConfig) -> tuple[str, Path]:
     raise LibConfigError(key, f'the graph model {raw} was not found (tried {[str(t) for t in tried]})',
                          f'set {key} in the ablation config to the checkpoint')
 
-def load_model_for(g: AblationGraph,                 # the graph (its build config names the model)
+def load_model_for(g: Graph | str | Path,        # the graph (its build config names the model), or its path
                    cfg: AblationConfig,          # the ablation config (dtype, path overrides)
                    device: torch.device | str | None = None):
     "The folded sectioned model the graph was built on, in the ablation dtype, and its config.yaml dict."
-    import yaml
-    from lib_nb.build import BuildConfig, load_model
-    from lib_nb.folding import load_folded
+    g = load_graph(g)
     key, p = _model_source(g, cfg)
     device = device if device is not None else default_device()
     try:       # the build's own loader (no transformer-lens import for modular-arithmetic checkpoints)
@@ -672,7 +548,7 @@ def load_model_for(g: AblationGraph,                 # the graph (its build conf
     return model.eval(), (yaml.safe_load(ck.read_text()) if ck.exists() else None)
 
 # %% ../nbs/07_ablation.ipynb #67e72e65
-def _check_layers(g: AblationGraph, cfg: AblationConfig):
+def _check_layers(g: Graph, cfg: AblationConfig):
     "Ablation layers must be graph layers; edge runs must be contiguous and the graph complete (§7.3)."
     bad = [l for l in cfg.ablation_node_layers if l not in g.node_layers]
     if bad: raise LibConfigError('ablation_node_layers', f'{bad} are not node layers of the graph', f'choose from {g.node_layers}')
@@ -685,7 +561,7 @@ def _check_layers(g: AblationGraph, cfg: AblationConfig):
             raise LibConfigError('rib_results_path', 'the graph holds only part of the edges (one rank of a distributed run)',
                                  'merge the ranks first')
 
-def ablate(graph=None,                       # a Graph, AblationGraph, saved-graph path; default: cfg.rib_results_path
+def ablate(graph: Graph | str | Path | None = None,  # a Graph or a path `load_graph` reads; default: cfg.rib_results_path
            config: AblationConfig | dict | str | Path | None = None,  # the config (object, dict or YAML path)
            model=None,                       # the folded sectioned model; default: rebuilt from the graph config
            dataset=None,                     # the ablation data set; default: `load_dataset(config.dataset, ...)`
@@ -702,7 +578,7 @@ def ablate(graph=None,                       # a Graph, AblationGraph, saved-gra
         if config.rib_results_path is None:
             raise LibConfigError('rib_results_path', 'is null and no graph was passed', 'point it at a saved graph')
         graph = config.resolve(config.rib_results_path)
-    g = ablation_graph(graph)
+    g = load_graph(graph)
     _check_layers(g, config)
     device = torch.device(device) if device is not None else default_device()
     model_cfg = None
@@ -711,27 +587,24 @@ def ablate(graph=None,                       # a Graph, AblationGraph, saved-gra
     if list(model.node_layers) != list(g.node_layers):
         raise LibConfigError('model', f'node layers {model.node_layers} differ from the graph\'s {g.node_layers}',
                              'cut the model at the graph node layers (with_node_layers)')
-    if dataset is None:
-        from lib_nb.data import load_dataset
-        dataset = load_dataset(config.dataset, model_cfg)
-    from lib_nb.data import make_loader
-    batches = list(make_loader(dataset, config.batch_size))
-    layers = config.ablation_node_layers if config.ablation_type != 'edge' else config.ablation_node_layers[:-1]
-    idx = [g.node_layers.index(l) for l in layers]
-    cache = cache_activations(model, batches, idx, config.eval_type, device, config.ce_loss_batch_mean)
+    if dataset is None: dataset = load_dataset(config.dataset, model_cfg)
+    store = ActivationStore(model, dataset, config.batch_size)
+    ev, cbm = config.eval_type, config.ce_loss_batch_mean
+    base = ablated_score(store, ev, ce_loss_batch_mean=cbm)
+    edge = config.ablation_type == 'edge'
+    layers = config.ablation_node_layers[:-1] if edge else config.ablation_node_layers
     results, req, masks, totals = {}, {}, {}, {}
     for layer in layers:
-        if config.ablation_type == 'edge':
-            c = edge_ablation_curve(cache, g, layer, config.schedule, config.edge_count, config.save_all_edge_masks,
-                                    config.save_last_probe_mask, max_rows)
+        if edge:
+            c = edge_ablation_curve(store, g, layer, config.schedule, config.edge_count, config.save_all_edge_masks,
+                                    config.save_last_probe_mask, max_rows, eval_type=ev, ce_loss_batch_mean=cbm, base=base)
             results[layer], totals[layer] = c.scores, c.n_total
             if c.n_edges_required is not None: req[layer] = c.n_edges_required
             if c.masks: masks[layer] = {k: m.cpu() for k, m in c.masks.items()}
         else:
-            results[layer] = node_ablation_curve(cache, g, layer, config.schedule, config.ablation_type)
+            results[layer] = node_ablation_curve(store, g, layer, config.schedule, config.ablation_type, ev, cbm, base)
         _log.info('ablated %s', layer)
-    edge = config.ablation_type == 'edge'
-    res = AblationResult(config, results, cache.base_score, time.perf_counter() - t0,
+    res = AblationResult(config, results, base, time.perf_counter() - t0,
                          req if edge and config.schedule.schedule_type == 'bisect' else None,
                          masks if edge and masks else None, totals if edge else None)
     if save or (save is None and config.out_dir is not None): res.save()
@@ -739,7 +612,6 @@ def ablate(graph=None,                       # a Graph, AblationGraph, saved-gra
 
 def main(argv: Sequence[str] | None = None):
     "CLI: `lib_ablate CONFIG.yaml [--out-dir DIR] [--device DEV]` runs the ablation and writes its JSON."
-    import argparse
     ap = argparse.ArgumentParser(prog='lib_ablate', description='Node or edge ablation of a LIB graph (spec §7).')
     ap.add_argument('config', help='ablation YAML (spec §7.5 fields)')
     ap.add_argument('--out-dir', default=None, help='override out_dir')
@@ -747,8 +619,7 @@ def main(argv: Sequence[str] | None = None):
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     cfg = AblationConfig.from_yaml(a.config)
-    if a.out_dir is not None: cfg.out_dir = str(Path(a.out_dir).resolve())
-    if cfg.out_dir is None: cfg.out_dir = './out'
+    cfg = cfg.replace(out_dir=str(Path(a.out_dir).resolve()) if a.out_dir is not None else (cfg.out_dir or './out'))
     res = ablate(config=cfg, device=a.device, save=True)
     path = Path(cfg.out_dir) / f'{cfg.exp_name}_{cfg.ablation_type}_ablation_results.json'
     print(f'{path}  (base {res.no_ablation_result:.5f}, {res.time_taken:.1f} s)')

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07a_analysis.ipynb #5075d790
 from __future__ import annotations
-import csv, json, math, re
+import csv, json, math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Sequence
@@ -13,14 +13,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .core import Float, LibConfigError, atomic_path, shared_path, test_close_t
+from .core import Float, LibConfigError, atomic_path
+from .data import modular_arithmetic_dataset
+from .graph import Graph, load_graph
+from .build import ActivationStore
 
 # %% auto #0
-__all__ = ['NORMS', 'Norm', 'node_id', 'parse_node', 'GraphView', 'load_results', 'graph_view', 'edge_norm',
-           'edge_eps_from_bisect', 'auto_eps', 'default_norm', 'normalised_edges', 'to_networkx', 'Clustering',
-           'cluster', 'ClusterSearch', 'cluster_search', 'node_order', 'layout', 'Pruned', 'prune', 'node_strengths',
-           'node_edges', 'collapse', 'fourier_shares', 'fourier_label', 'modadd_inputs', 'modadd_node_acts', 'lib_acts',
-           'fourier_labels', 'write_fourier_csv', 'read_fourier_csv', 'NodeData', 'modadd_node_data', 'random_view']
+__all__ = ['NORMS', 'Norm', 'node_id', 'parse_node', 'edge_norm', 'nonconst_block', 'edge_eps_from_bisect', 'auto_eps',
+           'default_norm', 'normalised_edges', 'to_networkx', 'Clustering', 'modularity_clusters', 'ClusterSearch',
+           'cluster_search', 'node_order', 'layout', 'Pruned', 'prune', 'node_strengths', 'node_edges', 'collapse',
+           'fourier_shares', 'fourier_label', 'modadd_inputs', 'modadd_node_acts', 'lib_acts', 'fourier_labels',
+           'write_fourier_csv', 'read_fourier_csv', 'NodeData', 'modadd_node_data', 'random_graph']
 
 # %% ../nbs/07a_analysis.ipynb #b3784b4e
 def node_id(layer: str, i: int) -> str:
@@ -33,98 +36,6 @@ def parse_node(s: str) -> tuple[str, int]:
     if not sep or not layer or not i.strip().isdigit():
         raise LibConfigError('node', f'{s!r} is not a node id', "write '<layer>:<index>', e.g. 'ln2.0:17'")
     return layer, int(i)
-
-@dataclass
-class GraphView:
-    "What analysis reads of a LIB graph: layers, edges per pair, Lambda and C per layer."
-    node_layers: list[str]                                   # in model order, `output` last if present
-    E_hat: dict[tuple[str, str], Tensor]                     # (in, out) -> [rib_out, rib_in]
-    Lambda: dict[str, Tensor | None] = field(default_factory=dict)  # per layer, cut to its width
-    C: dict[str, Tensor | None] = field(default_factory=dict)       # per layer [orig, rib]
-    centered: bool = True                                    # node 0 of non-output layers is constant
-    name: str = 'graph'
-
-    @property
-    def pairs(self) -> list[tuple[str, str]]: return list(zip(self.node_layers[:-1], self.node_layers[1:]))
-    def width(self, layer: str) -> int:
-        "Number of nodes of `layer`."
-        i = self.node_layers.index(layer)
-        if i + 1 < len(self.node_layers): return int(self.E_hat[(layer, self.node_layers[i + 1])].shape[1])
-        return int(self.E_hat[(self.node_layers[i - 1], layer)].shape[0])
-    @property
-    def widths(self) -> dict[str, int]: return {l: self.width(l) for l in self.node_layers}
-    def has_const(self, layer: str) -> bool:
-        "Whether node 0 of `layer` is the constant direction (centred build, not `output`)."
-        return self.centered and layer != 'output'
-    def _repr_markdown_(self):
-        rows = '\n'.join(f'| `{l}` | {w} | ' + (f'{float(self.Lambda[l][0]):.4g}' if self.Lambda.get(l) is not None else '—')
-                         + ' |' for l, w in self.widths.items())
-        tot = '\n'.join(f'- `{a} → {b}`: {tuple(E.shape)}, total {float(E.sum()):.6g}' for (a, b), E in self.E_hat.items())
-        return (f'**GraphView `{self.name}`** (centred: {self.centered})\n\n| layer | nodes | Λ₀ |\n|---|---|---|\n'
-                f'{rows}\n\n{tot}')
-
-# %% ../nbs/07a_analysis.ipynb #5dd28d91
-def _layers_from_pairs(pairs) -> list[str]:
-    layers = [pairs[0][0]]
-    for a, b in pairs:
-        if a != layers[-1]:
-            raise LibConfigError('E_hat', f'pairs are not consecutive at {a!r}', 'give (in, out) pairs in model order')
-        layers.append(b)
-    return layers
-
-def _resolve_results(path: Path) -> tuple[Path, Path]:
-    path = Path(path)
-    if path.is_dir():
-        cands = sorted(path.glob('*.safetensors'))
-        if len(cands) != 1:
-            raise LibConfigError('path', f'{path} holds {len(cands)} .safetensors files', 'name the file (or its stem)')
-        path = cands[0]
-    st = path if path.suffix == '.safetensors' else path.with_name(path.name + '.safetensors')
-    if not st.exists(): raise FileNotFoundError(f'{st}: no such results file')
-    return st, st.with_suffix('.json')
-
-def load_results(path: str | Path) -> tuple[dict[str, Tensor], dict]:
-    "Tensors and JSON of a results file (spec §6.3 layout) given its path, stem or folder."
-    from safetensors.torch import load_file
-    st, js = _resolve_results(Path(path))
-    return load_file(str(st)), (json.loads(js.read_text()) if js.exists() else {})
-
-def _view_from_results(t: dict[str, Tensor], meta: dict, name: str) -> GraphView:
-    pairs = [(e['in_node_layer'], e['out_node_layer']) for e in meta.get('edges', [])] or \
-            [tuple(k.removeprefix('E_hat/').split('->')) for k in t if k.startswith('E_hat/')]
-    E = {p: t[f'E_hat/{p[0]}->{p[1]}'] for p in pairs}
-    layers = _layers_from_pairs(pairs)
-    view = GraphView(layers, E, centered=bool(meta.get('config', {}).get('center', True)), name=name)
-    for l in layers:
-        view.C[l] = t.get(f'C/{l}')
-        lam = t.get(f'Lambda/{l}')
-        view.Lambda[l] = None if lam is None else lam[:view.width(l)]
-    return view
-
-def graph_view(g,                           # GraphView | results path | Graph-like object | {(in, out): E_hat}
-               centered: bool | None = None,  # override: whether the build was centred
-               name: str | None = None,       # a display name
-              ) -> GraphView:
-    "A `GraphView` of a results file, a `Graph`, or plain tensors."
-    if isinstance(g, GraphView): view = g
-    elif isinstance(g, (str, Path)):
-        t, meta = load_results(g)
-        view = _view_from_results(t, meta, name or meta.get('exp_name') or Path(g).stem)
-    elif isinstance(g, dict):
-        if not g or not all(isinstance(k, tuple) and len(k) == 2 for k in g):
-            raise LibConfigError('g', 'a dict must map (in_layer, out_layer) pairs to E_hat tensors',
-                                 "e.g. {('ln1.0', 'ln2.0'): E_hat}")
-        E = {k: torch.as_tensor(v) for k, v in g.items()}
-        view = GraphView(_layers_from_pairs(list(E)), E, name=name or 'graph')
-    elif hasattr(g, 'tensors') and hasattr(g, 'meta'):   # a lib_nb.build.Graph: its results-file tensors and JSON
-        t, meta = g.tensors(), g.meta()
-        view = _view_from_results(t, meta, name or meta.get('exp_name') or 'graph')
-    else:
-        raise LibConfigError('g', f'cannot read a graph from {type(g).__name__}',
-                             'pass a results path, a lib_nb.build.Graph, a GraphView or {(in, out): E_hat}')
-    if centered is not None: view.centered = centered
-    if name is not None: view.name = name
-    return view
 
 # %% ../nbs/07a_analysis.ipynb #8b4001f1
 NORMS = ('identity', 'sqrt', 'abs', 'max', 'log', 'by_layer_log', 'node_log')
@@ -150,72 +61,77 @@ def edge_norm(E: Float[Tensor, "rib_out rib_in"],  # one block of E_hat (non-neg
     return lg * s / s.sum(0, keepdim=True).clamp(min=torch.finfo(s.dtype).tiny)
 
 # %% ../nbs/07a_analysis.ipynb #2dc5a1a4
-def _nonconst(view: GraphView, pair, M: Tensor) -> Tensor:
-    "Block `M` with rows/columns of constant nodes removed (A15: only centred non-output layers)."
+def nonconst_block(g: Graph, pair: tuple[str, str], M: Tensor) -> Tensor:
+    "Block `M` of `pair` without the rows/columns of constant nodes (A15: only centred non-output layers)."
     a, b = pair
-    return M[(1 if view.has_const(b) else 0):, (1 if view.has_const(a) else 0):]
+    return M[(1 if g.has_const(b) else 0):, (1 if g.has_const(a) else 0):]
 
-def edge_eps_from_bisect(view: GraphView, ablation: dict | str | Path) -> dict[tuple[str, str], float]:
+def edge_eps_from_bisect(g: Graph | str | Path, ablation: dict | str | Path) -> dict[tuple[str, str], float]:
     "ε_l per block: the smallest E_hat entry inside the bisect's saved required mask (spec §8.1)."
+    g = load_graph(g)
     if not isinstance(ablation, dict): ablation = json.loads(Path(ablation).read_text())
     masks = ablation.get('edge_masks') or {}
     eps = {}
-    for pair in view.pairs:
+    for pair in g.edge_pairs:
         m = masks.get(pair[0])
         if not m: continue
         if len(m) != 1:
             raise LibConfigError('edge_masks', f'{pair[0]} holds {len(m)} masks', 'use a bisect result (one mask per layer)')
         mask = torch.tensor(next(iter(m.values())), dtype=torch.bool)
-        if mask.shape != view.E_hat[pair].shape:
-            raise LibConfigError('edge_masks', f'{pair[0]} mask {tuple(mask.shape)} vs E_hat {tuple(view.E_hat[pair].shape)}',
+        if mask.shape != g.E_hat[pair].shape:
+            raise LibConfigError('edge_masks', f'{pair[0]} mask {tuple(mask.shape)} vs E_hat {tuple(g.E_hat[pair].shape)}',
                                  'use the ablation of this graph')
-        vals = _nonconst(view, pair, view.E_hat[pair])[_nonconst(view, pair, mask)]
+        vals = nonconst_block(g, pair, g.E_hat[pair])[nonconst_block(g, pair, mask)]
         if vals.numel(): eps[pair] = float(vals.min())
     return eps
 
-def auto_eps(view: GraphView, rel: float = 1e-6) -> float:
+def auto_eps(g: Graph | str | Path, rel: float = 1e-6) -> float:
     "A single ε for `log` drawing: `rel` times the largest non-constant edge of the graph."
-    return rel * max(float(_nonconst(view, p, view.E_hat[p]).max()) for p in view.pairs)
+    g = load_graph(g)
+    return rel * max(float(nonconst_block(g, p, g.E_hat[p]).max()) for p in g.edge_pairs)
 
-def default_norm(view: GraphView, ablation: dict | str | Path | None = None, eps: float | None = None
+def default_norm(g: Graph | str | Path, ablation: dict | str | Path | None = None, eps: float | None = None
                 ) -> tuple[str, dict[tuple[str, str], float] | float | None]:
     "The default edge norm and its ε (spec §8.1): by-layer log from a bisect result, log(ε), else sqrt."
-    if ablation is not None: return 'by_layer_log', edge_eps_from_bisect(view, ablation)
+    if ablation is not None: return 'by_layer_log', edge_eps_from_bisect(g, ablation)
     if eps is not None: return 'log', eps
     return 'sqrt', None
 
-def normalised_edges(view: GraphView, norm: Norm = 'sqrt',
+def normalised_edges(g: Graph | str | Path, norm: Norm = 'sqrt',
                      eps: dict | float | None = None,   # one ε, or ε per (in, out) pair
                     ) -> dict[tuple[str, str], Tensor]:
-    "Every block of `view` under `norm` (eq. 28)."
+    "Every block of `g` under `norm` (eq. 28)."
+    g = load_graph(g)
     out = {}
-    for p in view.pairs:
+    for p in g.edge_pairs:
+        if p not in g.E_hat: raise LibConfigError('graph', f'no edges {p[0]} -> {p[1]}', 'build the graph with calculate_edges: true')
         e = eps.get(p) if isinstance(eps, dict) else eps
         if norm in ('by_layer_log', 'node_log') and isinstance(eps, dict) and e is None:
             raise LibConfigError('eps', f'no ε_l for block {p[0]} -> {p[1]}', 'give ε for every pair')
-        out[p] = edge_norm(view.E_hat[p], norm, e)
+        out[p] = edge_norm(g.E_hat[p], norm, e)
     return out
 
 # %% ../nbs/07a_analysis.ipynb #fe4da2dd
-def to_networkx(view: GraphView, norm: Norm = 'sqrt', eps: dict | float | None = None,
+def to_networkx(g: Graph | str | Path, norm: Norm = 'sqrt', eps: dict | float | None = None,
                 layers: Sequence[str] | None = None,  # node layers to include; default all but `output`
                ):
-    "An undirected weighted networkx graph of `view` for clustering (spec §8.1)."
+    "An undirected weighted networkx graph of `g` for clustering (spec §8.1)."
     import networkx as nx
-    layers = list(layers) if layers is not None else [l for l in view.node_layers if l != 'output']
-    missing = [l for l in layers if l not in view.node_layers]
-    if missing: raise LibConfigError('layers', f'{missing} are not node layers', f'choose from {view.node_layers}')
-    G = nx.Graph()
+    g = load_graph(g)
+    layers = list(layers) if layers is not None else [l for l in g.node_layers if l != 'output']
+    missing = [l for l in layers if l not in g.node_layers]
+    if missing: raise LibConfigError('layers', f'{missing} are not node layers', f'choose from {g.node_layers}')
+    G, widths = nx.Graph(), g.widths
     for l in layers:
-        lam = view.Lambda.get(l)
-        for i in range(view.width(l)):
+        lam = g.lambdas(l)
+        for i in range(widths[l]):
             G.add_node(node_id(l, i), layer=l, index=i, Lambda=None if lam is None else float(lam[i]))
-    W = normalised_edges(view, norm, eps)
-    for a, b in view.pairs:
+    W = normalised_edges(g, norm, eps)
+    for a, b in g.edge_pairs:
         if a not in layers or b not in layers: continue
         M = W[(a, b)].clone()
-        if view.has_const(b): M[0, :] = 0
-        if view.has_const(a): M[:, 0] = 0
+        if g.has_const(b): M[0, :] = 0
+        if g.has_const(a): M[:, 0] = 0
         i, j = torch.nonzero(M, as_tuple=True)
         G.add_weighted_edges_from((node_id(a, jj), node_id(b, ii), float(M[ii, jj]))
                                   for ii, jj in zip(i.tolist(), j.tolist()))
@@ -246,7 +162,7 @@ def _node_key(G):
     for n, d in G.nodes(data=True): order.setdefault(d.get('layer'), len(order))
     return lambda n: (order.get(G.nodes[n].get('layer'), 0), G.nodes[n].get('index', 0), str(n))
 
-def cluster(G,                        # networkx graph with 'weight' on edges (e.g. from `to_networkx`)
+def modularity_clusters(G,                        # networkx graph with 'weight' on edges (e.g. from `to_networkx`)
             gamma: float = 1.0,       # resolution; the paper's figures used 0.5
             seed: int = 0,
             method: Literal['auto', 'leiden', 'louvain'] = 'auto',
@@ -291,7 +207,7 @@ def cluster_search(G, target: int,            # wanted number of clusters (isola
     history = []
     for _ in range(max_iter):
         g = math.sqrt(lo * hi)
-        c = cluster(G, g, seed, method); history.append(c)
+        c = modularity_clusters(G, g, seed, method); history.append(c)
         if count(c) == target: break
         if count(c) < target: lo = g
         else: hi = g
@@ -299,19 +215,20 @@ def cluster_search(G, target: int,            # wanted number of clusters (isola
     return ClusterSearch(target, best, tuple(history))
 
 # %% ../nbs/07a_analysis.ipynb #31efe717
-def node_order(view: GraphView, layer: str) -> np.ndarray:
+def node_order(g: Graph | str | Path, layer: str) -> np.ndarray:
     "Node indices of `layer` from top to bottom: decreasing Lambda (stable), index order without Lambda."
-    lam = view.Lambda.get(layer)
-    n = view.width(layer)
+    g = load_graph(g)
+    lam = g.lambdas(layer)
+    n = g.widths[layer]
     if lam is None or layer == 'output': return np.arange(n)
     lam = lam[:n].double().numpy()
     return np.argsort(-lam, kind='stable')
 
-def layout(view: GraphView) -> dict[str, tuple[float, float]]:
+def layout(g: Graph | str | Path) -> dict[str, tuple[float, float]]:
     "Position (x = layer index, y = −rank in the layer) of every node; independent of pruning."
-    pos = {}
-    for x, l in enumerate(view.node_layers):
-        for r, i in enumerate(node_order(view, l)): pos[node_id(l, i)] = (float(x), -float(r))
+    g, pos = load_graph(g), {}
+    for x, l in enumerate(g.node_layers):
+        for r, i in enumerate(node_order(g, l)): pos[node_id(l, i)] = (float(x), -float(r))
     return pos
 
 @dataclass
@@ -334,7 +251,7 @@ class Pruned:
         return (f'**Pruned**: {sum(len(v) for v in self.nodes.values())} nodes in {len(self.layers)} layers, '
                 f'{len(self)} edges' + (f' (capped from {self.n_above})' if self.capped else ''))
 
-def prune(view: GraphView,
+def prune(g: Graph | str | Path,
           norm: Norm = 'sqrt', eps: dict | float | None = None,
           threshold: float | None = None,           # keep edges with normalised weight > threshold
           top_k: int | None = None,                 # or: keep the k strongest edges of each block
@@ -343,25 +260,26 @@ def prune(view: GraphView,
           hide_const: bool = True,                  # hide edges of constant nodes
           pinned: Sequence[str] = (),               # node ids always drawn
           max_edges: int | None = None,             # overall cap, strongest first
-          weights: dict | None = None,              # precomputed `normalised_edges(view, norm, eps)`
+          weights: dict | None = None,              # precomputed `normalised_edges(g, norm, eps)`
          ) -> Pruned:
     "The nodes and edges to draw, pruned by layer range, node count, threshold or top-k."
     if threshold is not None and top_k is not None:
         raise LibConfigError('threshold', 'give a threshold or top_k, not both', 'set one of them to None')
-    L = len(view.node_layers)
+    g = load_graph(g)
+    L, widths = len(g.node_layers), g.widths
     a, b = layer_range if layer_range is not None else (0, L - 1)
     if not (0 <= a <= b < L): raise LibConfigError('layer_range', f'{layer_range} outside 0..{L-1}', f'use 0 <= first <= last <= {L-1}')
-    layers = view.node_layers[a:b + 1]
+    layers = g.node_layers[a:b + 1]
     pin = {}
     for s in pinned:
         l, i = parse_node(s); pin.setdefault(l, set()).add(i)
     nodes = {}
     for l in layers:
-        order = node_order(view, l)
+        order = node_order(g, l)
         keep = order if nodes_per_layer is None else order[:nodes_per_layer]
         extra = sorted(pin.get(l, set()) - set(keep.tolist()))
-        nodes[l] = np.concatenate([keep, np.array([i for i in extra if i < view.width(l)], dtype=int)]).astype(int)
-    W = weights if weights is not None else normalised_edges(view, norm, eps)
+        nodes[l] = np.concatenate([keep, np.array([i for i in extra if i < widths[l]], dtype=int)]).astype(int)
+    W = weights if weights is not None else normalised_edges(g, norm, eps)
     P_, D_, S_, V_ = [], [], [], []
     for p in range(len(layers) - 1):             # numpy, not torch: tiny ops, no thread start-up on a busy machine
         pr = (layers[p], layers[p + 1])
@@ -369,8 +287,8 @@ def prune(view: GraphView,
         rows, cols = nodes[pr[1]], nodes[pr[0]]
         sub = M[np.ix_(rows, cols)]
         if hide_const:
-            if view.has_const(pr[1]): sub = np.where((rows == 0)[:, None], 0.0, sub)
-            if view.has_const(pr[0]): sub = np.where((cols == 0)[None, :], 0.0, sub)
+            if g.has_const(pr[1]): sub = np.where((rows == 0)[:, None], 0.0, sub)
+            if g.has_const(pr[0]): sub = np.where((cols == 0)[None, :], 0.0, sub)
         flat = sub.reshape(-1)
         if top_k is not None:
             k = min(int(top_k), int((flat > 0).sum()))
@@ -388,34 +306,37 @@ def prune(view: GraphView,
     return Pruned(layers, nodes, pair, dst, src, wt, n_above, capped)
 
 # %% ../nbs/07a_analysis.ipynb #84ec3b5c
-def node_strengths(view: GraphView, weights: dict[tuple[str, str], Tensor], hide_const: bool = True
+def node_strengths(g: Graph | str | Path, weights: dict[tuple[str, str], Tensor], hide_const: bool = True
                   ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     "Per layer: (in-strength, out-strength) of every node, summed normalised weights."
-    s = {l: [np.zeros(view.width(l)), np.zeros(view.width(l))] for l in view.node_layers}
-    for a, b in view.pairs:
+    g = load_graph(g)
+    s = {l: [np.zeros(w), np.zeros(w)] for l, w in g.widths.items()}
+    for a, b in g.edge_pairs:
         M = weights[(a, b)].clone()
         if hide_const:
-            if view.has_const(b): M[0, :] = 0
-            if view.has_const(a): M[:, 0] = 0
+            if g.has_const(b): M[0, :] = 0
+            if g.has_const(a): M[:, 0] = 0
         s[b][0] += M.sum(1).numpy(); s[a][1] += M.sum(0).numpy()
     return {l: (v[0], v[1]) for l, v in s.items()}
 
-def node_edges(view: GraphView, node: str, weights: dict[tuple[str, str], Tensor], k: int = 8,
+def node_edges(g: Graph | str | Path, node: str, weights: dict[tuple[str, str], Tensor], k: int = 8,
                hide_const: bool = True,   # leave out edges of constant nodes
               ) -> dict[str, list[tuple[str, float]]]:
     "The `k` strongest incoming and outgoing edges of `node`: {'in': [(node, w)], 'out': [...]}."
+    g = load_graph(g)
     l, i = parse_node(node)
-    if l not in view.node_layers: raise LibConfigError('node', f'no node layer {l!r}', f'use one of {view.node_layers}')
-    if not 0 <= i < view.width(l): raise LibConfigError('node', f'{node}: index outside 0..{view.width(l)-1}', 'pick an existing node')
-    li = view.node_layers.index(l); res = {'in': [], 'out': []}
+    if l not in g.node_layers: raise LibConfigError('node', f'no node layer {l!r}', f'use one of {g.node_layers}')
+    w = g.widths[l]
+    if not 0 <= i < w: raise LibConfigError('node', f'{node}: index outside 0..{w-1}', 'pick an existing node')
+    li = g.node_layers.index(l); res = {'in': [], 'out': []}
     def top(v, layer, key):
-        if hide_const and view.has_const(layer): v = v.clone(); v[0] = 0
+        if hide_const and g.has_const(layer): v = v.clone(); v[0] = 0
         n = min(k, int((v > 0).sum()))
         if n:
             vals, idx = torch.topk(v, n)
             res[key] = [(node_id(layer, j), float(w)) for w, j in zip(vals.tolist(), idx.tolist())]
-    if li > 0: top(weights[(view.node_layers[li - 1], l)][i, :], view.node_layers[li - 1], 'in')
-    if li + 1 < len(view.node_layers): top(weights[(l, view.node_layers[li + 1])][:, i], view.node_layers[li + 1], 'out')
+    if li > 0: top(weights[(g.node_layers[li - 1], l)][i, :], g.node_layers[li - 1], 'in')
+    if li + 1 < len(g.node_layers): top(weights[(l, g.node_layers[li + 1])][:, i], g.node_layers[li + 1], 'out')
     return res
 
 # %% ../nbs/07a_analysis.ipynb #a52ff1c4
@@ -452,7 +373,7 @@ def fourier_shares(A: Float[Tensor, "p p"],   # a node's activation over the gri
     ap = F[ii[:, None], ii[None, :]].abs()                 # a₊ = |F[i, j]|
     am = F[ii[:, None], (-ii[None, :]) % p].abs()          # a₋ = |F[i, −j]|
     S = lambda t: float((t ** 2).sum())
-    sum_like = S(ap) / S(am) > S(ap + am) / S(ap - am)
+    sum_like = S(ap) * S(ap - am) > S(ap + am) * S(am)   # S(ap)/S(am) > S(ap+am)/S(ap-am), no 0/0
     for a in range(q):
         for b in range(q):
             i, j = a + 1, b + 1
@@ -476,40 +397,23 @@ def fourier_label(shares: list[tuple[str, float]], max_labels: int = 7, cum_stop
 # %% ../nbs/07a_analysis.ipynb #0d83fc06
 def modadd_inputs(p: int) -> Tensor:
     "All p² inputs `[a, b, p]` in a-major order (token p is '=')."
-    a = torch.arange(p).repeat_interleave(p); b = torch.arange(p).repeat(p)
-    return torch.stack([a, b, torch.full_like(a, p)], 1)
+    return modular_arithmetic_dataset(p, 'add').inputs
 
-_TLENS_HOOKS = {'ln1': ('hook_resid_pre', False), 'ln2': ('hook_resid_mid', True)}
-
-def modadd_node_acts(model,                      # a transformer-lens HookedTransformer (modular addition)
-                     node_layers: Sequence[str],   # e.g. ['ln1.0', 'ln2.0', 'unembed']
-                     p: int | None = None,         # modulus; default d_vocab − 1
-                     dtype: torch.dtype = torch.float64) -> dict[str, Tensor]:
-    "Node-layer activations `[p², P, d+1]` (constant 1 appended) on all p² inputs, via hooks."
+def modadd_node_acts(model,                      # the folded SectionedModel of a modular-addition transformer
+                     p: int | None = None,       # modulus; default d_vocab − 1
+                     dtype: torch.dtype = torch.float64,
+                     batch_size: int = 4096) -> dict[str, Tensor]:
+    "Node-layer activations `[p², P, d+1]` (constant 1 last) of every non-output node layer on all p² inputs."
     p = p or model.cfg.d_vocab - 1
-    names = {}
-    for l in node_layers:
-        if l == 'output': continue
-        if l == 'unembed': names[l] = (f'blocks.{model.cfg.n_layers - 1}.hook_resid_post', True)
-        elif (m := re.fullmatch(r'(ln1|ln2)\.(\d+)', l)):
-            h, last = _TLENS_HOOKS[m[1]]; names[l] = (f'blocks.{m[2]}.{h}', last)
-        else: raise LibConfigError('node_layers', f'{l!r} is not supported by the hook reader',
-                                   'use ln1.L, ln2.L, unembed (or lib_nb.models for other layers)')
-    with torch.inference_mode():
-        _, cache = model.run_with_cache(modadd_inputs(p).to(model.cfg.device), names_filter=[n for n, _ in names.values()])
-    out = {}
-    for l, (n, last) in names.items():
-        r = cache[n].to(dtype)
-        if last: r = r[:, -1:, :]
-        out[l] = torch.cat([r, torch.ones(*r.shape[:-1], 1, dtype=dtype, device=r.device)], -1).cpu()
-    return out
+    store = ActivationStore(model, modular_arithmetic_dataset(p, 'add'), batch_size)
+    return {l: torch.cat(list(store.batches(i)())).to(dtype).cpu() for i, l in enumerate(model.node_layers[:model.n_sections])}
 
-def lib_acts(acts: dict[str, Tensor], view: GraphView, sum_positions: bool = True) -> dict[str, Tensor]:
+def lib_acts(acts: dict[str, Tensor], g: Graph | str | Path, sum_positions: bool = True) -> dict[str, Tensor]:
     "LIB activations `f C` per layer `[batch, rib]` (positions summed) or `[batch, pos, rib]`."
-    out = {}
+    g, out = load_graph(g), {}
     for l, f in acts.items():
-        C = view.C.get(l)
-        if C is None: raise LibConfigError('view', f'no C for layer {l!r}', 'use a graph with bases for this layer')
+        C = g.C.get(l)
+        if C is None: raise LibConfigError('graph', f'no C for layer {l!r}', 'use a graph with bases for this layer')
         u = f.to(C.dtype) @ C
         out[l] = u.sum(1) if sum_positions else u
     return out
@@ -541,37 +445,40 @@ class NodeData:
     grid: tuple[int, int] | None = None     # (p, p): sample n = a·p + b
     _cache: dict = field(default_factory=dict, repr=False)
 
-    def node_acts(self, view: GraphView) -> dict[str, Tensor]:
-        "LIB activations `[N, rib]` of every layer of `view` present in the data (cached per view)."
-        key = id(view)
+    def node_acts(self, g: Graph | str | Path) -> dict[str, Tensor]:
+        "LIB activations `[N, rib]` of every layer of `g` present in the data (cached per graph)."
+        g = load_graph(g)
+        key = id(g)
         if key not in self._cache:
-            self._cache[key] = lib_acts({l: f for l, f in self.acts.items() if view.C.get(l) is not None}, view)
+            self._cache[key] = lib_acts({l: f for l, f in self.acts.items() if g.C.get(l) is not None}, g)
         return self._cache[key]
-    def activation(self, view: GraphView, node: str) -> Tensor | None:
+    def activation(self, g: Graph | str | Path, node: str) -> Tensor | None:
         "The activation `[N]` of `node` over the data, or None if its layer has no data."
         l, i = parse_node(node)
-        u = self.node_acts(view).get(l)
+        u = self.node_acts(g).get(l)
         return None if u is None or i >= u.shape[1] else u[:, i]
-    def top_inputs(self, view: GraphView, node: str, k: int = 8) -> list[tuple[str, float]]:
+    def top_inputs(self, g: Graph | str | Path, node: str, k: int = 8) -> list[tuple[str, float]]:
         "The `k` inputs with the largest |activation| of `node`, with the activation."
-        a = self.activation(view, node)
+        a = self.activation(g, node)
         if a is None: return []
         idx = torch.topk(a.abs(), min(k, len(a))).indices.tolist()
         name = (lambda n: self.inputs[n]) if self.inputs else str
         return [(name(n), float(a[n])) for n in idx]
 
-def modadd_node_data(model, node_layers: Sequence[str], p: int | None = None) -> NodeData:
-    "`NodeData` of a modular-addition model on all p² inputs `a + b`."
+def modadd_node_data(model,                      # the folded SectionedModel of a modular-addition transformer
+                     p: int | None = None        # modulus; default d_vocab − 1
+                    ) -> NodeData:
+    "`NodeData` of a folded modular-addition model on all p² inputs `a + b`."
     p = p or model.cfg.d_vocab - 1
     inp = modadd_inputs(p)
-    return NodeData(modadd_node_acts(model, node_layers, p), [f'{a}+{b}' for a, b in inp[:, :2].tolist()], (p, p))
+    return NodeData(modadd_node_acts(model, p), [f'{a}+{b}' for a, b in inp[:, :2].tolist()], (p, p))
 
 # %% ../nbs/07a_analysis.ipynb #2375c566
-def random_view(n_layers: int = 4, width: int = 16, seed: int = 0, centered: bool = True) -> GraphView:
-    "A random centred graph view: `n_layers` layers of `width` nodes, heavy-tailed squared edges."
+def random_graph(n_layers: int = 4, width: int = 16, seed: int = 0, centered: bool = True) -> Graph:
+    "A random graph of edges alone: `n_layers` layers of `width` nodes, heavy-tailed squared edges, decreasing Λ."
     g = torch.Generator().manual_seed(seed)
     layers = [f'layer.{i}' for i in range(n_layers)]
     E = {(a, b): torch.exp(3 * torch.randn(width, width, generator=g, dtype=torch.float64))
          for a, b in zip(layers[:-1], layers[1:])}
     lam = {l: torch.sort(torch.rand(width, generator=g, dtype=torch.float64) * 100, descending=True).values for l in layers}
-    return GraphView(layers, E, Lambda=lam, centered=centered, name=f'random {n_layers}x{width}')
+    return Graph.from_edges(E, centered=centered, name=f'random {n_layers}x{width}', Lambda=lam)

@@ -57,22 +57,25 @@ from lib_nb.widgets import figure_widget
 warm = figure_widget(go.Figure(go.Scatter(x=[0, 1], y=[0, 1])))
 warm""",
     """import os; os.environ.setdefault('HF_HUB_OFFLINE', '1')
+from dataclasses import replace
 from pathlib import Path
-from lib_nb.analysis import graph_view, random_view, modadd_node_data, fourier_labels, node_id
+from lib_nb.graph import load_graph
+from lib_nb.build import BuildConfig, load_model
+from lib_nb.analysis import random_graph, modadd_node_data, fourier_labels, node_id
 from lib_nb.widgets import explore
 REF, SEED0 = Path({ref!r}), Path({seed0!r})
-lib = graph_view(REF/'lib_graph.safetensors', name='LIB seed 0')
-pca = graph_view(REF/'pca_graph.safetensors', name='PCA seed 0')
+lib = replace(load_graph(REF/'lib_graph.safetensors'), exp_name='LIB seed 0')
+pca = replace(load_graph(REF/'pca_graph.safetensors'), exp_name='PCA seed 0')
 data = None
 if (SEED0/'model_epoch_60000.pt').exists():
-    from lib_nb.models import load_modadd_transformer
-    data = modadd_node_data(load_modadd_transformer(SEED0/'model_epoch_60000.pt', dtype='float64'), lib.node_layers)
+    model, _ = load_model(BuildConfig.from_yaml(REF/'lib_build_config.yaml'), device='cpu')
+    data = modadd_node_data(model)
     labels = {{node_id(l, i): s for l, v in fourier_labels(data.node_acts(lib), 113, max_dim=20).items() for i, s in enumerate(v)}}
 else: labels = None
 paper = explore(lib, data=data, compare=pca, labels=labels, ablation=REF/'lib_edge_bisect_ablation.json', height=560)
 paper.add_class('explorer-paper')
 paper""",
-    """big = explore(random_view(10, 256, seed=0), nodes_per_layer=256, threshold=0.06, height=500)
+    """big = explore(random_graph(10, 256, seed=0), nodes_per_layer=256, threshold=0.06, height=500)
 big.add_class('explorer-big')
 big""",
 ]
