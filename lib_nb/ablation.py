@@ -15,7 +15,7 @@ from torch import Tensor
 from pydantic import Field, StrictBool, field_validator, model_validator
 
 from .core import (Float, Int, Bool, Integer, LibConfigError, LibModel, NonNegativeInt, PositiveInt, atomic_path,
-                         default_device, dtype_name, parse_dtype)
+                         default_device, dtype_name, LibFileError, parse_dtype, read_yaml)
 from .data import load_dataset
 from .folding import load_folded
 from .graph import Graph, load_graph
@@ -432,7 +432,7 @@ class AblationConfig(LibModel):
     def from_yaml(cls, path: str | Path) -> 'AblationConfig':
         "Read an ablation YAML file; relative paths in it resolve against its folder."
         path = Path(path)
-        return cls.from_dict(yaml.safe_load(path.read_text()) or {}, base_dir=path.resolve().parent)
+        return cls.from_dict(read_yaml(path), base_dir=path.resolve().parent)
 
     def to_dict(self) -> dict:
         "A plain dict (what the results JSON stores under `config`; `base_dir` left out)."
@@ -610,20 +610,26 @@ def ablate(graph: Graph | str | Path | None = None,  # a Graph or a path `load_g
     if save or (save is None and config.out_dir is not None): res.save()
     return res
 
-def main(argv: Sequence[str] | None = None):
-    "CLI: `lib_ablate CONFIG.yaml [--out-dir DIR] [--device DEV]` runs the ablation and writes its JSON."
+def main(argv: Sequence[str] | None = None) -> int:
+    "CLI: `lib_ablate CONFIG.yaml [--out-dir DIR] [--device DEV] [-q]` runs the ablation, writes its JSON; returns the exit status."
     ap = argparse.ArgumentParser(prog='lib_ablate', description='Node or edge ablation of a LIB graph (spec §7).')
     ap.add_argument('config', help='ablation YAML (spec §7.5 fields)')
     ap.add_argument('--out-dir', default=None, help='override out_dir')
     ap.add_argument('--device', default=None, help='torch device (default: lib_nb.core.default_device())')
+    ap.add_argument('-q', '--quiet', action='store_true', help='warnings and errors only')
     a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(message)s')
-    cfg = AblationConfig.from_yaml(a.config)
-    cfg = cfg.replace(out_dir=str(Path(a.out_dir).resolve()) if a.out_dir is not None else (cfg.out_dir or './out'))
-    res = ablate(config=cfg, device=a.device, save=True)
+    if not logging.getLogger().handlers: logging.basicConfig(format='%(message)s')
+    _log.setLevel(logging.WARNING if a.quiet else logging.INFO)
+    try:
+        cfg = AblationConfig.from_yaml(a.config)
+        cfg = cfg.replace(out_dir=str(Path(a.out_dir).resolve()) if a.out_dir is not None else (cfg.out_dir or './out'))
+        res = ablate(config=cfg, device=a.device, save=True)
+    except LibConfigError as e:    # a bad config or a defective file (LibFileError): one line, nothing written
+        _log.error('%s error: %s', 'file' if isinstance(e, LibFileError) else 'config', e); return 2
     path = Path(cfg.out_dir) / f'{cfg.exp_name}_{cfg.ablation_type}_ablation_results.json'
-    print(f'{path}  (base {res.no_ablation_result:.5f}, {res.time_taken:.1f} s)')
-    return res
+    print(f'{path}: {cfg.ablation_type} ablation of {len(res.results)} layer(s), base {res.no_ablation_result:.5f}, '
+          f'{res.time_taken:.1f} s', flush=True)
+    return 0
 
 # %% ../nbs/07_ablation.ipynb #026a1172
 def features_needed(result: AblationResult,  # a node (or edge) ablation

@@ -163,3 +163,35 @@ def test_lib_build_mnist_from_idx_files(tmp_path):
     (tmp_path/'empty_dir').mkdir()
     line = one_line_error(run('lib_build', tmp_path/'missing.yaml', '--out', tmp_path/'g3', '-q'), str(tmp_path/'empty_dir'), *MNIST_FILES)
     assert not (tmp_path/'g3').exists()
+
+
+def test_lib_ablate(tiny, tmp_path):
+    """`lib_ablate` exits 0 with a one-line summary, on a lib_nb result and on the original's `.pt` layout of the same
+    graph (equal results); a bad config, a missing result and a `.pt` that would run code get one line and exit 2."""
+    import json
+    from lib_nb.graph import load_graph
+    r = run('lib_build', tiny, '--out', tmp_path/'g', '-q')
+    assert r.returncode == 0, r.stderr[-3000:]
+    load_graph(tmp_path/'g').save_pt(tmp_path/'tiny_rib_graph.pt')
+    abl = dict(exp_name='tiny', ablation_type='edge', rib_results_path=str(tmp_path/'g'), out_dir=str(tmp_path/'a'),
+               schedule=dict(schedule_type='bisect', score_target_difference=0.01), ablation_node_layers=['ln2.0', 'unembed'],
+               dataset=dict(dataset_type='modular_arithmetic', return_set='test'), batch_size=64, dtype='float64',
+               tlens_model_path=str(tiny.parent/'model.pt'))
+    results = {}
+    for name, res in (('dir', tmp_path/'g'), ('pt', tmp_path/'tiny_rib_graph.pt')):
+        (tmp_path/f'{name}.yaml').write_text(yaml.safe_dump({**abl, 'rib_results_path': str(res), 'out_dir': str(tmp_path/name)}))
+        r = run('lib_ablate', tmp_path/f'{name}.yaml', '-q')
+        assert r.returncode == 0 and r.stderr == '', r.stderr[-3000:]
+        assert r.stdout.count('\n') == 1 and 'edge ablation of 1 layer(s)' in r.stdout
+        results[name] = json.loads((tmp_path/name/'tiny_edge_ablation_results.json').read_text())
+    assert results['dir']['results'] == results['pt']['results'] and results['dir']['n_edges_required'] == results['pt']['n_edges_required']
+    (tmp_path/'typo.yaml').write_text(yaml.safe_dump({**abl, 'ablation_type': 'pca'}))
+    one_line_error(run('lib_ablate', tmp_path/'typo.yaml', '-q'), 'ablation_type', "'pca'")
+    (tmp_path/'gone.yaml').write_text(yaml.safe_dump({**abl, 'rib_results_path': str(tmp_path/'nowhere')}))
+    one_line_error(run('lib_ablate', tmp_path/'gone.yaml', '-q'), 'nowhere')
+    marker = tmp_path/'pwned'
+    with open(tmp_path/'evil_rib_graph.pt', 'wb') as f: pickle.dump({'edges': RunsCode(marker)}, f)
+    (tmp_path/'evil.yaml').write_text(yaml.safe_dump({**abl, 'rib_results_path': str(tmp_path/'evil_rib_graph.pt'),
+                                                      'out_dir': str(tmp_path/'evil_out')}))
+    one_line_error(run('lib_ablate', tmp_path/'evil.yaml', '-q'), 'evil_rib_graph.pt', 'refused')
+    assert not marker.exists() and not (tmp_path/'evil_out').exists()
