@@ -22,9 +22,9 @@ __all__ = ['ACTIVATIONS', 'LAST_POS_MODULE_TYPES', 'MLP_ACTIVATIONS', 'MLPActiva
            'SEQ_ACT_FNS', 'NORMALIZATION_TYPES', 'TINY_STORIES_N_CTX', 'gelu_new', 'get_activation', 'module_type',
            'check_node_layers', 'check_last_pos', 'SectionedModel', 'MLPConfig', 'Layer', 'MLP', 'check_mlp_weights',
            'nonfinite_weight', 'check_finite_weights', 'save_mlp', 'load_mlp', 'load_state_dict', 'ModularMLPConfig',
-           'block_diagonal_weight', 'modular_mlp', 'load_modadd_transformer', 'tiny_tlens_model', 'SeqConfig',
-           'compute_dtype', 'Embed', 'PosEmbed', 'Add', 'LNVar', 'LNOut', 'AttnIn', 'AttnOut', 'Linear', 'Act',
-           'SequentialTransformer', 'check_seq_weights']
+           'block_diagonal_weight', 'modular_mlp', 'load_modadd_transformer', 'tiny_tlens_model', 'save_tiny_modadd',
+           'SeqConfig', 'compute_dtype', 'Embed', 'PosEmbed', 'Add', 'LNVar', 'LNOut', 'AttnIn', 'AttnOut', 'Linear',
+           'Act', 'SequentialTransformer', 'check_seq_weights']
 
 # %% ../nbs/01_models.ipynb #5fafe287
 def gelu_new(x: Tensor) -> Tensor:
@@ -462,6 +462,24 @@ def tiny_tlens_model(arch: str = 'gpt2',          # gpt2 | tiny-stories (GPT-Neo
             std = 0.5 if p.ndim == 1 else 1 / math.sqrt(p.shape[-2])
             p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype) * std)
     return model.eval()
+
+# %% ../nbs/01_models.ipynb #5860afce
+def save_tiny_modadd(folder: str | Path,        # receives model.pt and config.yaml
+                     p: int = 10,               # the modulus (vocabulary p + 1, the last token is '=')
+                     d_model: int = 16, d_mlp: int = 32,
+                     frac_train: float = 0.5,   # the checkpoint's train fraction (spec §5.4)
+                     seed: int = 0,
+                     dtype: str | torch.dtype = 'float32') -> Path:
+    "A seeded tiny modular-addition transformer saved as `model.pt` + `config.yaml` like the paper's checkpoints; returns model.pt."
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    m = tiny_tlens_model('modadd', seed=seed, dtype=dtype, d_vocab=p + 1, d_model=d_model, d_mlp=d_mlp)
+    with atomic_path(folder/'model.pt') as tmp: torch.save(m.state_dict(), tmp)
+    c = m.cfg
+    model = dict(n_layers=c.n_layers, d_model=c.d_model, d_head=c.d_head, n_heads=c.n_heads, d_mlp=c.d_mlp, d_vocab=c.d_vocab,
+                 n_ctx=c.n_ctx, act_fn=c.act_fn, normalization_type=None)
+    data = dict(dataset_type='modular_arithmetic', fn_name='add', frac_train=frac_train, modulus=p, seed=0)
+    with atomic_path(folder/'config.yaml') as tmp: tmp.write_text(yaml.safe_dump(dict(dataset=data, model=model, seed=seed)))
+    return folder/'model.pt'
 
 # %% ../nbs/01_models.ipynb #569c4043
 SEQ_ACT_FNS = ('relu', 'gelu', 'gelu_new')

@@ -26,16 +26,11 @@ def one_line_error(r: subprocess.CompletedProcess, *words: str):
 
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory) -> Path:
-    "A random modular-addition-shaped transformer saved as model.pt + config.yaml, and its build YAML."
-    from lib_nb.models import tiny_tlens_model
+    "The shared tiny modular-addition checkpoint (model.pt + config.yaml) and its build YAML."
+    from lib_nb.models import save_tiny_modadd
     d = tmp_path_factory.mktemp('tiny')
-    m = tiny_tlens_model('modadd', seed=0, d_vocab=8, d_model=8, d_mlp=16)
-    torch.save(m.state_dict(), d/'model.pt')
-    c = m.cfg
-    block = dict(act_fn=c.act_fn, d_head=c.d_head, d_mlp=c.d_mlp, d_model=c.d_model, d_vocab=c.d_vocab, n_ctx=c.n_ctx,
-                 n_heads=c.n_heads, n_layers=c.n_layers, normalization_type=None)
-    ds = dict(dataset_type='modular_arithmetic', fn_name='add', frac_train=0.6, modulus=7, seed=0)
-    (d/'config.yaml').write_text(yaml.safe_dump(dict(model=block, dataset=ds)))
+    save_tiny_modadd(d, p=7, d_model=8, d_mlp=16, frac_train=0.6)
+    ds = yaml.safe_load((d/'config.yaml').read_text())['dataset']
     cfg = dict(exp_name='tiny', tlens_model_path='model.pt', out_dir=None, last_pos_module_type='add_resid1',
                dataset=dict(ds, return_set='train'), node_layers=['ln1.0', 'ln2.0', 'unembed', 'output'],
                rotate_final_node_layer=False, batch_size=16, dtype='float64', truncation_threshold=1e-12)

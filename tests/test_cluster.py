@@ -22,16 +22,10 @@ RTOL = 1e-10
 
 
 def make_model(d: Path, p: int = 7, frac: float = 0.6, d_model: int = 8, d_mlp: int = 16, seed: int = 0, **cfg_over) -> Path:
-    "A random modular-addition-shaped transformer saved as model.pt + config.yaml, and its build YAML."
-    from lib_nb.models import tiny_tlens_model
-    d.mkdir(parents=True, exist_ok=True)
-    m = tiny_tlens_model('modadd', seed=seed, d_vocab=p + 1, d_model=d_model, d_mlp=d_mlp)
-    torch.save(m.state_dict(), d/'model.pt')
-    c = m.cfg
-    block = dict(act_fn=c.act_fn, d_head=c.d_head, d_mlp=c.d_mlp, d_model=c.d_model, d_vocab=c.d_vocab, n_ctx=c.n_ctx,
-                 n_heads=c.n_heads, n_layers=c.n_layers, normalization_type=None)
-    ds = dict(dataset_type='modular_arithmetic', fn_name='add', frac_train=frac, modulus=p, seed=0)
-    (d/'config.yaml').write_text(yaml.safe_dump(dict(model=block, dataset=ds, seed=seed)))
+    "The shared tiny modular-addition checkpoint (`lib_nb.models.save_tiny_modadd`) in `d`, and its build YAML."
+    from lib_nb.models import save_tiny_modadd
+    save_tiny_modadd(d, p=p, d_model=d_model, d_mlp=d_mlp, frac_train=frac, seed=seed, dtype='float64')
+    ds = yaml.safe_load((d/'config.yaml').read_text())['dataset']
     cfg = dict(exp_name='tiny', tlens_model_path='model.pt', out_dir=None, last_pos_module_type='add_resid1',
                dataset=dict(ds, return_set='train'), node_layers=['ln1.0', 'ln2.0', 'unembed', 'output'],
                rotate_final_node_layer=False, batch_size=16, dtype='float64', truncation_threshold=1e-15,
