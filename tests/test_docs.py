@@ -350,3 +350,16 @@ def test_browser_site(site):
     assert sorted(seen) == sorted(want)
     for page, facts in seen.items():
         assert all(n > 0 for n in facts['figures']), f'{page}: a plotly figure drew nothing'
+
+
+def test_nbdev_proc_nbs_runs(tmp_path):
+    """`nbdev_proc_nbs`, the first step of `nbdev_docs` (nbdev's processors over every notebook: it runs the export
+    and import cells), finishes without an error and without nbdev's warning about cells that import and compute.
+    Run on a copy of nbs/ and settings.ini, so the checkout's sidebar and _proc stay as they are."""
+    import shutil
+    shutil.copytree(NBS, tmp_path/'nbs'); shutil.copy(ROOT/'settings.ini', tmp_path/'settings.ini')
+    r = subprocess.run([str(Path(sys.executable).parent/'nbdev_proc_nbs'), '--n_workers', '1', '--force'], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=1800, env={**os.environ, 'HF_HUB_OFFLINE': '1'})
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    assert 'Found cells containing imports and other code' not in r.stderr, r.stderr[-4000:]
+    assert len(list((tmp_path/'_proc').rglob('*.ipynb'))) == len(list(NBS.rglob('[!_]*.ipynb')))
