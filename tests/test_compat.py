@@ -75,17 +75,30 @@ def test_block_diagonal_rib_equals_original(tmp_path):
 
 
 def test_edges_on_the_originals_bases():
-    "lib_nb's edge phase on the original's own bases reproduces every block of its edges, to its float32 J (A1)."
+    """lib_nb's edge phase on the original's own bases: the kink-free blocks to its float32 J (A1); the middle blocks,
+    whose totals move by up to ~1e-3 when C changes in its last bits (ReLU kinks at exact zeros, see 06_build), lie
+    within that spread of the original's."""
+    import dataclasses
     from lib_nb.build import BuildConfig, Stores, compute_edges, load_datasets, load_model
     from lib_nb.graph import load_graph
     ref_dir = compat('block_diagonal_rib')
     cfg = BuildConfig.from_yaml(ref_dir/'block_diagonal_rib.yaml').replace(out_dir=None)
     model, _ = load_model(cfg, device='cpu'); ds, _ = load_datasets(cfg)
     ref = load_graph(ref_dir)
-    E = compute_edges(cfg, model, Stores(model, False), ds, ref)
+    edges = lambda g: compute_edges(cfg, model, Stores(model, False), ds, g)
+    E, gen = edges(ref), torch.Generator().manual_seed(0)
+    spread = {k: 0.0 for k in E}
+    for _ in range(3):
+        nudged = dataclasses.replace(ref, C={n: C * (1 + 1e-15 * torch.randn(C.shape, generator=gen, dtype=C.dtype))
+                                             for n, C in ref.C.items()})
+        spread = {k: max(spread[k], abs(float(N.sum() / E[k].sum()) - 1)) for k, N in edges(nudged).items()}
+    kink_free = [('layers.0', 'layers.1'), ('layers.4', 'output')]
     for k, R in ref.E_hat.items():
-        assert abs(float(E[k].sum() / R.sum()) - 1) < 1e-6, k
-        assert rel(sorted_abs(E[k]), sorted_abs(R)) < 1e-6, k
+        to_ref = abs(float(E[k].sum() / R.sum()) - 1)
+        if k in kink_free:
+            assert spread[k] < 1e-12 and to_ref < 1e-6 and rel(sorted_abs(E[k]), sorted_abs(R)) < 1e-6, k
+        else:
+            assert to_ref <= spread[k], (k, to_ref, spread[k])
 
 
 @pytest.mark.parametrize('basis', ['svd', 'neuron'])
