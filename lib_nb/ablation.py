@@ -676,7 +676,7 @@ def _faith_setup(g: Graph, dataset: dict | None, dtype: str | None, batch_size: 
                                     'pass dataset= (a dataset block), or rebuild the graph from a config with one')
     if ev not in EVAL_TYPES: raise LibConfigError('eval_type', f'the graph\'s build config has eval_type {ev!r}',
                                                   f'pass eval_type= one of {list(EVAL_TYPES)}')
-    dt = dtype_name(parse_dtype(dtype or bc.get('dtype') or 'float32', 'dtype'))
+    dt = dtype_name(parse_dtype(dtype or 'float32', 'dtype'))      # as `ablate`: the build's float64 is for its bases
     bs = int(batch_size or bc.get('batch_size') or 256)
     key = (_graph_key(g), json.dumps(ds, sort_keys=True, default=str), dt, bs, ev, str(device))
     hit = _FAITH_CACHE.get(key)
@@ -759,7 +759,7 @@ def faithfulness(g: Graph | str | Path,                              # the graph
                  edges: dict[tuple[str, str], Tensor] | None = None, # mode 'edges': (in, out) -> boolean mask [rib_out, rib_in]
                  mode: str = 'nodes',                                # 'nodes' (node ablation) or 'edges' (edge ablation)
                  dataset: dict | None = None,                        # data set block; default: the build config's
-                 dtype: str | None = None,                           # default: the build config's
+                 dtype: str | None = None,                           # default: float32, as `AblationConfig`
                  batch_size: int | None = None,                      # default: the build config's
                  eval_type: str | None = None,                       # default: the build config's
                  device: torch.device | str | None = None
