@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_ablation.ipynb #45214be1
 from __future__ import annotations
-import argparse, itertools, json, logging, math, time
+import argparse, hashlib, itertools, json, logging, math, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Callable, Literal, Sequence, Union, get_args
@@ -28,8 +28,8 @@ AblationType = Literal['rib', 'orthogonal', 'neuron', 'edge']    # neuron: lib_n
 EVAL_TYPES, ABLATION_TYPES = get_args(EvalType), get_args(AblationType)
 
 # %% auto #0
-__all__ = ['EvalType', 'AblationType', 'EVAL_TYPES', 'ABLATION_TYPES', 'Schedule', 'SCHEDULES', 'linear_schedule',
-           'exponential_schedule', 'is_good', 'bisect_ablated', 'node_basis', 'node_ablation_matrix',
+__all__ = ['EvalType', 'AblationType', 'EVAL_TYPES', 'ABLATION_TYPES', 'Schedule', 'SCHEDULES', 'FAITH_MEMO_BYTES',
+           'linear_schedule', 'exponential_schedule', 'is_good', 'bisect_ablated', 'node_basis', 'node_ablation_matrix',
            'n_candidate_edges', 'edge_mask', 'n_total_edges', 'mask_groups', 'ablated_score', 'edge_ablated_output',
            'LinearSchedule', 'ExponentialSchedule', 'BisectSchedule', 'parse_schedule', 'node_ablation_curve',
            'EdgeCurve', 'edge_ablation_curve', 'AblationConfig', 'AblationResult', 'load_model_for', 'ablate', 'main',
@@ -660,6 +660,7 @@ class Faithfulness:
 
 _FAITH_CACHE: dict = {}     # (graph file or object, data set, dtype, batch size, device) -> model, store, scores
 _FAITH_CACHE_SIZE = 4
+FAITH_MEMO_BYTES = 2**28     # edge mode: output columns of mask rows seen before, per graph (cleared when full)
 
 def _graph_key(g: Graph) -> tuple:
     "Identifies a graph for the cache: its file and modification time, else the object itself."
@@ -718,10 +719,19 @@ def _kept_score(g: Graph, s: dict, nodes: dict[str, list[int]], masks: dict[int,
     todo = sorted(set(P) | set(masks))
     if not todo: return s['full']
     l0 = todo[0]
+    memo = s.setdefault('memo', {'_budget': FAITH_MEMO_BYTES})
+    if memo.get('_bytes', 0) >= memo['_budget']: memo.clear(); memo['_budget'] = FAITH_MEMO_BYTES
+    up, h = {}, hashlib.sha1(repr(sorted(P)).encode())    # a block's input is named by every mask before it
+    for l in range(l0, model.n_sections):
+        up[l] = h.hexdigest()
+        h.update(masks[l].cpu().numpy().tobytes() if l in masks else b'-')
+    batch = itertools.count()
     def run(x):
+        b = next(batch)
         for l in range(l0, model.n_sections):
             if l in P: x = x @ P[l]
-            x = (edge_ablated_output(lambda z, l=l: model.section(l, z), x, *maps[l], masks[l].to(x.device))
+            x = (edge_ablated_output(lambda z, l=l: model.section(l, z), x, *maps[l], masks[l].to(x.device),
+                                     memo=memo if not P else None, key=(b, l, up[l]))
                  if l in masks else model.section(l, x))
         return x
     return ablated_score(store, s['eval_type'], l0, run, start=model.n_sections)
