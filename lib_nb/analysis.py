@@ -24,8 +24,8 @@ __all__ = ['NORMS', 'Norm', 'ANNOTATIONS_FORMAT', 'node_id', 'parse_node', 'edge
            'ClusterSearch', 'cluster_search', 'node_order', 'layout', 'Pruned', 'prune', 'drawn_layout',
            'node_strengths', 'node_edges', 'collapse', 'merge_clusters', 'split_cluster', 'cluster_name',
            'selection_nodes', 'selection_edges', 'graph_sha256', 'Annotations', 'fourier_shares', 'fourier_label',
-           'modadd_inputs', 'modadd_node_acts', 'lib_acts', 'fourier_labels', 'write_fourier_csv', 'read_fourier_csv',
-           'NodeData', 'modadd_node_data', 'random_graph']
+           'short_label', 'modadd_inputs', 'modadd_node_acts', 'lib_acts', 'fourier_labels', 'write_fourier_csv',
+           'read_fourier_csv', 'NodeData', 'modadd_node_data', 'random_graph']
 
 # %% ../nbs/07a_analysis.ipynb #b3784b4e
 def node_id(layer: str, i: int) -> str:
@@ -514,6 +514,13 @@ def fourier_label(shares: list[tuple[str, float]], max_labels: int = 7, cum_stop
         kept.append(f'{100 * s:.0f}% {lab}'); cum += s
         if cum > cum_stop or s < min_share or len(kept) >= max_labels: break
     return '|'.join(kept)
+
+def short_label(label: str | None) -> str | None:
+    "The first term of a label without its share, to print beside a dot: '99% cos(1x) + cos(1y)|…' -> 'cos(1x) + cos(1y)'."
+    if not label: return None
+    first = str(label).split('|')[0].strip()
+    head, sep, rest = first.partition('% ')
+    return rest if sep and head.replace('.', '', 1).isdigit() else first
 
 # %% ../nbs/07a_analysis.ipynb #0d83fc06
 def modadd_inputs(p: int) -> Tensor:
