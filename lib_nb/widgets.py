@@ -240,12 +240,12 @@ def _make_controls(self: Explorer, norm: str | None, threshold: float, nodes_per
     "Build the control panel and the node panel, and wire each control to its method."
     L = max(len(v.node_layers) for v in self.views.values())
     wmax = max(max(v.widths.values()) for v in self.views.values())
-    s, full, half = {'description_width': '82px'}, W.Layout(width='262px'), W.Layout(width='128px')
+    s, full = {'description_width': '92px'}, W.Layout(width='262px')
     norms = ['sqrt', 'log', 'max', 'none'] + (['by_layer_log'] if self.bisect_eps else [])
     self.graph_sel = W.Dropdown(options=list(self.views), value='LIB', description='graph', style=s, layout=full)
     self.norm = W.Dropdown(options=norms, value=norm or ('by_layer_log' if self.bisect_eps else 'sqrt'), description='norm', style=s, layout=full)
     self.mode = W.ToggleButtons(options=['threshold', 'top k'], value='threshold', description='edges',
-                                style={'description_width': '82px', 'button_width': '80px'})
+                                style={'description_width': '92px', 'button_width': '78px'})
     self.threshold = W.FloatLogSlider(value=threshold, base=10, min=-4, max=0, step=0.05, description='strength >',
                                       continuous_update=False, readout_format='.2g', style=s, layout=full)
     self.top_k = W.IntSlider(value=20, min=1, max=500, description='top k / block', continuous_update=False, style=s, layout=full)
@@ -288,16 +288,19 @@ def _make_controls(self: Explorer, norm: str | None, threshold: float, nodes_per
     self.panel_box = W.VBox([self.panel, self.in_head, self.in_list, self.out_head, self.out_list, self.examples_out],
                             layout=W.Layout(overflow='auto', max_height=f'{height + 200}px'))
     row = lambda *ws: W.HBox(list(ws), layout=W.Layout(flex_flow='row wrap', width='262px'))
-    self.controls = W.VBox([_head('view'), self.graph_sel, self.norm, self.mode, self.threshold, self.top_k, self.nodes_per_layer,
-                            self.layer_range, self.hide_const, self.connected,
-                            _head('node'), self.search, row(self.pin_btn, self.clear_btn), row(self.label_text, self.label_btn),
-                            _head('selection'), row(self.sel_drawn_btn, self.sel_cluster_btn, self.sel_clear_btn), self.sel_info,
-                            self.faith_mode, self.faith_btn, self.faith_out, row(self.sel_name, self.save_sel_btn), self.named_pick,
-                            _head('clusters'), row(self.colour_clusters, self.collapse, self.gamma), self.cluster_pick,
-                            row(self.cluster_text, self.rename_btn), row(self.merge_pick, self.merge_btn), self.split_btn,
-                            _head('export'), self.export_path, row(self.export_html_btn, self.export_png_btn),
-                            self.ann_path, row(self.save_ann_btn, self.load_ann_btn), self.status],
-                           layout=W.Layout(width='275px', min_width='275px'))
+    col = lambda *ws: W.VBox(list(ws), layout=W.Layout(width='268px'))
+    tabs = W.Tab([col(self.graph_sel, self.norm, self.mode, self.threshold, self.top_k, self.nodes_per_layer, self.layer_range,
+                      self.hide_const, self.connected),
+                  col(self.search, row(self.pin_btn, self.clear_btn), row(self.label_text, self.label_btn),
+                      _head('selection'), row(self.sel_drawn_btn, self.sel_cluster_btn, self.sel_clear_btn), self.sel_info,
+                      self.faith_mode, self.faith_btn, self.faith_out, row(self.sel_name, self.save_sel_btn), self.named_pick),
+                  col(row(self.colour_clusters, self.collapse, self.gamma), self.cluster_pick, row(self.cluster_text, self.rename_btn),
+                      row(self.merge_pick, self.merge_btn), self.split_btn),
+                  col(self.export_path, row(self.export_html_btn, self.export_png_btn), self.ann_path, row(self.save_ann_btn, self.load_ann_btn))])
+    tabs.titles = ('view', 'select', 'clusters', 'export')
+    tabs.selected_index = 0
+    self.tabs = tabs
+    self.controls = W.VBox([tabs, self.status], layout=W.Layout(width='300px', min_width='300px'))
     self.controls.add_class('lib-nb-controls')
     for w_ in (self.graph_sel, self.norm, self.mode, self.threshold, self.top_k, self.nodes_per_layer, self.layer_range,
                self.hide_const, self.connected, self.colour_clusters, self.collapse, self.gamma):
@@ -457,7 +460,8 @@ def _update_cluster_picks(self: Explorer, labels: dict[str, int] | None):
     if opts != list(self.cluster_pick.options):
         keep = self.cluster_pick.value
         self.cluster_pick.options = self.merge_pick.options = opts
-        if keep in counts: self.cluster_pick.value = keep
+        if opts: self.cluster_pick.value = keep if keep in counts and keep >= 0 else opts[0][1]
+        if len(opts) > 1: self.merge_pick.value = opts[1][1]
 
 @patch
 def rename_cluster(self: Explorer, k: int, name: str):
