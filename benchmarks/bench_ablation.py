@@ -4,6 +4,9 @@ Workloads (spec §7, float32, test split, as published):
   node_exponential_lib   exponential node ablation (c=10, b=1.05) of ln1.0, ln2.0, unembed in the LIB basis
   edge_bisect_lib        bisect edge ablation (δ = 0.001, default candidate count) of the three LIB edge blocks
   edge_bisect_lib_unembed  the same, unembed -> output only (the quick workload)
+  faithfulness_lib       one faithfulness check (issue 18 item 1) on the graph's own build data set (train split, float32):
+                         the first call (loads model and data) and repeated calls, nodes mode (13/17/8 features kept)
+                         and edges mode (the bisect answers' masks, 133/91/633 edges)
 
 Usage: python benchmarks/bench_ablation.py [--quick] [--device cpu|cuda] [--workloads a,b]
 Needs ../shared/data/modadd_paper (prints a skip line without it).
@@ -32,6 +35,25 @@ def run(name: str, cfg_file: str, device: str, **overrides) -> dict:
     return out
 
 
+def run_faithfulness(ref, device: str) -> dict:
+    from lib_nb.ablation import faithfulness, edge_mask
+    from lib_nb.graph import load_graph
+    path = ref / 'lib_graph.safetensors'
+    g = load_graph(path)
+    nodes = {'ln1.0': range(13), 'ln2.0': range(17), 'unembed': range(8)}
+    edges = {p: edge_mask(g.E_hat[p], m, g.centered) for p, m in zip(g.edge_pairs, [133, 91, 633])}
+    t0 = time.perf_counter(); f = faithfulness(path, nodes, device=device); first = time.perf_counter() - t0
+    times = {}
+    for mode, kw in [('nodes', dict(nodes=nodes)), ('edges', dict(edges=edges, mode='edges'))]:
+        ts = []
+        for _ in range(3):
+            t0 = time.perf_counter(); r = faithfulness(path, device=device, **kw); ts.append(time.perf_counter() - t0)
+        times[mode] = dict(seconds=round(min(ts), 3), max_seconds=round(max(ts), 3), score=r.score, n_nodes=r.n_nodes, n_edges=r.n_edges)
+    return dict(workload='faithfulness_lib', first_call_seconds=round(first, 2), **{f'{m}_call': v for m, v in times.items()},
+                full=f.full, baseline=f.baseline, load_avg=round(os.getloadavg()[0], 1), device=str(device), machine=machine(),
+                torch=torch.__version__)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--quick', action='store_true', help='node ablation + the unembed edge block only')
@@ -49,9 +71,10 @@ def main(argv=None):
         'edge_bisect_lib_unembed': lambda: run('edge_bisect_lib_unembed', ref / 'lib_edge_bisect_config.yaml', device,
                                                ablation_node_layers=['unembed', 'output']),
         'edge_bisect_lib': lambda: run('edge_bisect_lib', ref / 'lib_edge_bisect_config.yaml', device),
+        'faithfulness_lib': lambda: run_faithfulness(ref, device),
     }
     names = a.workloads.split(',') if a.workloads else (['node_exponential_lib', 'edge_bisect_lib_unembed'] if a.quick
-                                                        else ['node_exponential_lib', 'edge_bisect_lib'])
+                                                        else ['node_exponential_lib', 'edge_bisect_lib', 'faithfulness_lib'])
     for n in names:
         if n not in work: sys.exit(f'unknown workload {n!r}; choose from {list(work)}')
         print(json.dumps(work[n]()), flush=True)

@@ -33,7 +33,8 @@ __all__ = ['EvalType', 'AblationType', 'EVAL_TYPES', 'ABLATION_TYPES', 'Schedule
            'n_candidate_edges', 'edge_mask', 'n_total_edges', 'mask_groups', 'ablated_score', 'edge_ablated_output',
            'LinearSchedule', 'ExponentialSchedule', 'BisectSchedule', 'parse_schedule', 'node_ablation_curve',
            'EdgeCurve', 'edge_ablation_curve', 'AblationConfig', 'AblationResult', 'load_model_for', 'ablate', 'main',
-           'features_needed', 'edges_for_strength', 'plot_node_ablation', 'plot_edge_ablation']
+           'Faithfulness', 'faithfulness', 'features_needed', 'edges_for_strength', 'plot_node_ablation',
+           'plot_edge_ablation']
 
 # %% ../nbs/07_ablation.ipynb #7b59f812
 def _merge_specific(ablated: list[int], n: int, specific_points: Sequence[int] | None) -> list[int]:
@@ -316,6 +317,14 @@ def node_ablation_curve(store: ActivationStore,  # node-layer activations of the
         return {n - a: s for a, s in sorted(probes.items())}
     return {n - a: s for a, s in sorted(_static_curve(n, schedule, score_of, base).items())}
 
+def _edge_maps(g: Graph, l: int, model) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    "`C_in, C_in_pinv, C_out, C_out_pinv` of the block leaving node layer `l`, in the model's dtype (identity for an unrotated input)."
+    cast = lambda t: None if t is None else t.to(model.device, model.dtype)
+    a, b = g.node_layers[l], g.node_layers[l + 1]
+    C_in, C_in_pinv, C_out, C_out_pinv = cast(g.C.get(a)), cast(g.C_pinv.get(a)), cast(g.C.get(b)), cast(g.C_pinv.get(b))
+    if C_in is None: C_in = C_in_pinv = torch.eye(g.orig_dims[a], dtype=model.dtype, device=model.device)
+    return C_in, C_in_pinv, C_out, C_out_pinv
+
 @dataclass
 class EdgeCurve:
     "One edge block's ablation: scores keyed by edges kept, and what bisect found."
@@ -344,10 +353,7 @@ def edge_ablation_curve(store: ActivationStore,   # node-layer activations of th
     E = g.E_hat.get((in_layer, out_layer))
     if E is None: raise LibConfigError('rib_results_path', f'the graph has no edges {in_layer}->{out_layer}',
                                        'build it with calculate_edges: true')
-    cast = lambda t: None if t is None else t.to(store.model.device, store.model.dtype)
-    C_in, C_in_pinv = cast(g.C.get(in_layer)), cast(g.C_pinv.get(in_layer))
-    C_out, C_out_pinv = cast(g.C.get(out_layer)), cast(g.C_pinv.get(out_layer))
-    if C_in is None: C_in = C_in_pinv = torch.eye(g.orig_dims[in_layer], dtype=store.model.dtype, device=store.model.device)
+    C_in, C_in_pinv, C_out, C_out_pinv = _edge_maps(g, l, store.model)
     centered = g.centered
     n_cand = n_candidate_edges(E, centered)
     n = n_total_edges(E, centered, edge_count, (g.orig_dims[in_layer], g.orig_dims[out_layer]))
@@ -630,6 +636,155 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f'{path}: {cfg.ablation_type} ablation of {len(res.results)} layer(s), base {res.no_ablation_result:.5f}, '
           f'{res.time_taken:.1f} s', flush=True)
     return 0
+
+# %% ../nbs/07_ablation.ipynb #a18b0002
+@dataclass
+class Faithfulness:
+    "The score of a kept subgraph beside the full model's and the no-feature baseline's, with what was kept."
+    score: float          # the kept subgraph's score
+    full: float           # the full model's
+    baseline: float       # no features kept (every ablatable node layer ablated entirely)
+    eval_type: str        # the graph's eval_type ('accuracy' or 'ce_loss')
+    mode: str             # 'nodes' or 'edges'
+    n_nodes: int          # nodes kept
+    n_edges: int          # edges kept
+
+    @property
+    def recovered(self) -> float:
+        "Share of the full model's score over the baseline that the subgraph keeps: (score − baseline) / (full − baseline)."
+        return float('nan') if self.full == self.baseline else (self.score - self.baseline) / (self.full - self.baseline)
+
+    def _repr_markdown_(self):
+        return (f"**Faithfulness** ({self.mode}; {self.n_nodes} nodes, {self.n_edges} edges kept): {self.eval_type} "
+                f"{self.score:.5f}, full model {self.full:.5f}, no features {self.baseline:.5f} ({self.recovered:.1%} recovered)")
+
+_FAITH_CACHE: dict = {}     # (graph file or object, data set, dtype, batch size, device) -> model, store, scores
+_FAITH_CACHE_SIZE = 4
+
+def _graph_key(g: Graph) -> tuple:
+    "Identifies a graph for the cache: its file and modification time, else the object itself."
+    if g.path is not None and Path(g.path).exists(): return ('file', str(Path(g.path).resolve()), Path(g.path).stat().st_mtime_ns)
+    return ('object', id(g))
+
+def _faith_setup(g: Graph, dataset: dict | None, dtype: str | None, batch_size: int | None, eval_type: str | None,
+                 device: torch.device) -> dict:
+    "The graph's model, activation store, full and baseline scores, cached per graph and data set."
+    bc = g.config or {}
+    ds = dataset if dataset is not None else bc.get('dataset')
+    ev = eval_type or bc.get('eval_type')
+    if not ds: raise LibConfigError('dataset', 'the graph\'s build config names no data set',
+                                    'pass dataset= (a dataset block), or rebuild the graph from a config with one')
+    if ev not in EVAL_TYPES: raise LibConfigError('eval_type', f'the graph\'s build config has eval_type {ev!r}',
+                                                  f'pass eval_type= one of {list(EVAL_TYPES)}')
+    dt = dtype_name(parse_dtype(dtype or 'float32', 'dtype'))      # as `ablate`: the build's float64 is for its bases
+    bs = int(batch_size or bc.get('batch_size') or 256)
+    key = (_graph_key(g), json.dumps(ds, sort_keys=True, default=str), dt, bs, ev, str(device))
+    hit = _FAITH_CACHE.get(key)
+    if hit is not None and (key[0][0] == 'file' or hit['graph'] is g): return hit
+    cfg = AblationConfig.from_dict(dict(exp_name=g.exp_name, ablation_type='rib', rib_results_path=None, out_dir=None,
+                                        schedule=dict(schedule_type='exponential'), dataset=ds, eval_type=ev,
+                                        ablation_node_layers=[g.node_layers[0]], batch_size=bs, dtype=dt))
+    model, model_cfg = load_model_for(g, cfg, device)      # a LibConfigError naming the model path when it is missing
+    try: data = load_dataset(cfg.dataset, model_cfg)
+    except LibConfigError: raise
+    except Exception as e:
+        raise LibConfigError('dataset', f'the data set {ds} could not be loaded ({type(e).__name__}: {str(e).splitlines()[0][:160]})',
+                             'make it available (offline: the HF cache), or pass dataset=') from None
+    store = ActivationStore(model, data, bs)
+    hit = dict(graph=g, model=model, store=store, eval_type=ev, full=ablated_score(store, ev))
+    hit['baseline'] = _kept_score(g, hit, {l: [] for l in _ablatable(g)}, {})
+    while len(_FAITH_CACHE) >= _FAITH_CACHE_SIZE: _FAITH_CACHE.pop(next(iter(_FAITH_CACHE)))
+    _FAITH_CACHE[key] = hit
+    return hit
+
+def _ablatable(g: Graph) -> list[str]:
+    "Node layers a node ablation can project: those with a LIB basis (never `output`)."
+    return [l for l in g.node_layers if l != 'output' and g.C.get(l) is not None and g.C_pinv.get(l) is not None]
+
+def _kept_projection(g: Graph, layer: str, kept: list[int], model) -> Tensor | None:
+    "`C[:, S] C⁺[S]` for the kept LIB directions `S` (the curve's own matrix when S is a prefix); None when all are kept."
+    B, Bp = node_basis(g, layer, 'rib')
+    n, r = B.shape
+    if len(kept) == r: return None
+    P = node_ablation_matrix(B, Bp, n - len(kept)) if kept == list(range(len(kept))) else B[:, kept] @ Bp[kept]
+    return P.to(model.device, model.dtype)
+
+def _kept_score(g: Graph, s: dict, nodes: dict[str, list[int]], masks: dict[int, Tensor]) -> float:
+    "Score with node layers projected (`nodes`) and blocks edge-ablated (`masks`, keyed by input layer index), chained."
+    model, store = s['model'], s['store']
+    P = {g.node_layers.index(l): _kept_projection(g, l, k, model) for l, k in nodes.items()}
+    P = {l: p for l, p in P.items() if p is not None}
+    maps = {l: _edge_maps(g, l, model) for l in masks}
+    todo = sorted(set(P) | set(masks))
+    if not todo: return s['full']
+    l0 = todo[0]
+    def run(x):
+        for l in range(l0, model.n_sections):
+            if l in P: x = x @ P[l]
+            x = (edge_ablated_output(lambda z, l=l: model.section(l, z), x, *maps[l], masks[l].to(x.device))
+                 if l in masks else model.section(l, x))
+        return x
+    return ablated_score(store, s['eval_type'], l0, run, start=model.n_sections)
+
+def _check_kept(g: Graph, nodes: dict, edges: dict, mode: str) -> tuple[dict[str, list[int]], dict[int, Tensor]]:
+    "Validated kept index lists per ablatable layer and boolean masks per block index; errors name the entry and the fix."
+    if mode not in ('nodes', 'edges'): raise LibConfigError('mode', f'unknown mode {mode!r}', "use 'nodes' or 'edges'")
+    kept, masks = {}, {}
+    if mode == 'nodes':
+        abl = _ablatable(g)
+        bad = [l for l in nodes if l not in g.node_layers]
+        if bad: raise LibConfigError('nodes', f'{bad} are not node layers of the graph', f'choose from {g.node_layers}')
+        for l in abl:
+            idx = sorted({int(i) for i in nodes.get(l, [])})
+            r = g.C[l].shape[1]
+            if idx and not 0 <= idx[0] <= idx[-1] < r:
+                raise LibConfigError('nodes', f'indices of {l!r} must lie in 0..{r - 1}, got {idx[0]}..{idx[-1]}', 'pass LIB node indices')
+            kept[l] = idx
+        return kept, masks
+    for a, b in g.edge_pairs:
+        E = g.E_hat.get((a, b))
+        if E is None: raise LibConfigError('rib_results_path', f'the graph has no edges {a}->{b}', 'build it with calculate_edges: true')
+        m = edges.get((a, b))
+        m = torch.zeros(E.shape, dtype=torch.bool) if m is None else torch.as_tensor(m)
+        if m.dtype != torch.bool or tuple(m.shape) != tuple(E.shape):
+            raise LibConfigError('edges', f'the mask of {a}->{b} is {m.dtype} {tuple(m.shape)}',
+                                 f'pass a boolean mask of shape {tuple(E.shape)} [rib_out, rib_in]')
+        if not bool(m.all()): masks[g.node_layers.index(a)] = m
+    bad = [k for k in edges if k not in g.edge_pairs]
+    if bad: raise LibConfigError('edges', f'{bad} are not edge blocks of the graph', f'choose from {g.edge_pairs}')
+    return kept, masks
+
+def faithfulness(g: Graph | str | Path,                              # the graph (or a path `load_graph` reads)
+                 nodes: dict[str, Sequence[int]] | None = None,      # mode 'nodes': node layer -> kept LIB indices
+                 edges: dict[tuple[str, str], Tensor] | None = None, # mode 'edges': (in, out) -> boolean mask [rib_out, rib_in]
+                 mode: str = 'nodes',                                # 'nodes' (node ablation) or 'edges' (edge ablation)
+                 dataset: dict | None = None,                        # data set block; default: the build config's
+                 dtype: str | None = None,                           # default: float32, as `AblationConfig`
+                 batch_size: int | None = None,                      # default: the build config's
+                 eval_type: str | None = None,                       # default: the build config's
+                 device: torch.device | str | None = None
+                ) -> Faithfulness:
+    "Score of the graph's model on its data set keeping only the given features or edges, beside full and baseline."
+    g = load_graph(g)
+    device = torch.device(device) if device is not None else default_device()
+    kept, masks = _check_kept(g, dict(nodes or {}), dict(edges or {}), mode)
+    s = _faith_setup(g, dataset, dtype, batch_size, eval_type, device)
+    score = _kept_score(g, s, kept, masks)
+    w = g.widths
+    if mode == 'nodes':
+        keep = {l: torch.zeros(w[l], dtype=torch.bool) for l in g.node_layers}
+        for l in g.node_layers: keep[l][kept[l] if l in kept else slice(None)] = True
+        n_nodes = sum(int(k.sum()) for k in keep.values())
+        n_edges = sum(int(((E != 0) & keep[b][:, None] & keep[a][None, :]).sum()) for (a, b), E in g.E_hat.items())
+    else:
+        full = {(a, b): torch.ones(E.shape, dtype=torch.bool) for (a, b), E in g.E_hat.items()}
+        ms = {p: masks.get(g.node_layers.index(p[0]), full[p]) for p in g.edge_pairs}
+        n_edges = sum(int(m.sum()) for m in ms.values())
+        used = {l: torch.zeros(w[l], dtype=torch.bool) for l in g.node_layers}
+        for (a, b), m in ms.items(): used[a] |= m.any(0); used[b] |= m.any(1)
+        n_nodes = sum(int(u.sum()) for u in used.values())
+    return Faithfulness(score, s['full'], s['baseline'], s['eval_type'], mode, n_nodes, n_edges)
+
 
 # %% ../nbs/07_ablation.ipynb #026a1172
 def features_needed(result: AblationResult,  # a node (or edge) ablation

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06a_lm.ipynb #4b57d9ed
 from __future__ import annotations
-import copy, dataclasses, inspect, json, warnings
+import copy, dataclasses, inspect, json, math, warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -13,12 +13,16 @@ import torch
 import yaml
 from torch import Tensor
 
-from .core import Int, LibConfigError, atomic_path, dtype_name, jsonable, parse_dtype, safe_torch_load, seeded_generator
+from .core import (Float, Int, LibConfigError, atomic_path, default_device, dtype_name, jsonable, parse_dtype,
+                         safe_torch_load, seeded_generator)
 from .models import SeqConfig
+from .data import load_dataset
+from .graph import Graph, load_graph
+from .build import ActivationStore, BuildConfig, load_model
 
 # %% auto #0
 __all__ = ['tlens_config_dict', 'fold_layer_norm_weights', 'save_tlens_model', 'load_tlens_model', 'random_tokens', 'save_tokens',
-           'lm_build_config', 'WordTokenizer']
+           'lm_build_config', 'WordTokenizer', 'dataset_tokenizer', 'token_strings', 'TopExamples', 'top_examples']
 
 # %% ../nbs/06a_lm.ipynb #0e7c5e9b
 def tlens_config_dict(cfg) -> dict:
@@ -140,3 +144,113 @@ class WordTokenizer:
         return Path(path)
     @classmethod
     def load(cls, path: str | Path) -> 'WordTokenizer': return cls(json.loads(Path(path).read_text())['vocab'])
+
+# %% ../nbs/06a_lm.ipynb #c18b0002
+def dataset_tokenizer(g: Graph | str | Path  # a graph whose build config names the token data set
+                     ):
+    "The tokenizer of the graph's token data set: its `tokenizer_path`, else a `vocab.json` beside the tokens or the model; None."
+    cfg = load_graph(g).config or {}
+    ds = cfg.get('dataset') or {}
+    if ds.get('tokenizer_path'):
+        from transformers import AutoTokenizer
+        return AutoTokenizer.from_pretrained(str(ds['tokenizer_path']), local_files_only=True)
+    for p in (ds.get('path'), cfg.get('tlens_model_path')):
+        if p and (Path(p).parent / 'vocab.json').exists(): return WordTokenizer.load(Path(p).parent / 'vocab.json')
+    return None
+
+def token_strings(tok,                # a WordTokenizer, a Hugging Face tokenizer, or None
+                  ids: Sequence[int]  # token ids
+                 ) -> list[str]:
+    "One string per token id: the tokenizer's own token text, or `#id` without a tokenizer."
+    if tok is None: return [f'#{int(i)}' for i in ids]
+    if isinstance(tok, WordTokenizer): return [tok.vocab[int(i)] for i in ids]
+    return [tok.decode([int(i)]) for i in ids]
+
+@dataclasses.dataclass
+class TopExamples:
+    "The contexts where one LIB feature is largest, and a histogram of its activation over the data set."
+    layer: str
+    index: int
+    tokens: Int[Tensor, "k ctx"]          # input token ids of each context
+    text: list[list[str]]                 # the same, decoded
+    sample: Int[Tensor, "k"]              # the context's index in the data set
+    position: Int[Tensor, "k"]            # the activating position
+    value: Float[Tensor, "k"]             # the activation there, largest first
+    hist_counts: Int[Tensor, "bins"]      # activations over every (context, position) ...
+    hist_edges: Float[Tensor, "bins1"]    # ... binned between their min and max
+
+    def marked(self, i: int, mark: str = '[[{}]]') -> str:
+        "Context `i` as text, the activating token wrapped in `mark`."
+        return ' '.join(mark.format(t) if j == int(self.position[i]) else t for j, t in enumerate(self.text[i]))
+
+    def _repr_markdown_(self):
+        rows = '\n'.join(f'| {float(v):.4g} | {int(s)} | {self.marked(i, "**{}**")} |'
+                         for i, (v, s) in enumerate(zip(self.value, self.sample)))
+        return f'**Top examples** of `{self.layer}` feature {self.index}\n\n| activation | sample | context |\n|---|---|---|\n{rows}'
+
+_TOP_CACHE: dict = {}      # graph file (or object) and run settings -> model, store; answers per feature
+_TOP_CACHE_SIZE = 2
+
+def _lm_store(g: Graph, batch_size: int | None, device) -> dict:
+    "The graph's model and activation store over its build data set, cached per graph file."
+    key = (('file', str(Path(g.path).resolve()), Path(g.path).stat().st_mtime_ns) if g.path is not None and Path(g.path).exists()
+           else ('object', id(g)), batch_size, str(device))
+    hit = _TOP_CACHE.get(key)
+    if hit is not None and (key[0][0] == 'file' or hit['graph'] is g): return hit
+    if not (g.config or {}).get('dataset'):
+        raise LibConfigError('dataset', "the graph's build config names no data set", 'rebuild the graph from a config with one')
+    try: bc = BuildConfig.from_dict({**g.config, 'out_dir': None, 'node_layers': list(g.node_layers)}, check_files=False)
+    except LibConfigError as e: raise LibConfigError(e.field, f'the graph config: {e.problem}', e.fix) from None
+    for k in ('tlens_model_path', 'mlp_path'):
+        p = getattr(bc, k, None)
+        if p is not None and not Path(p).exists():
+            raise LibConfigError(k, f'the graph model {p} does not exist', 'rebuild the graph, or restore the checkpoint there')
+    model, _ = load_model(bc, device=device)
+    store = ActivationStore(model, load_dataset(bc.dataset), batch_size or bc.batch_size)
+    hit = dict(graph=g, model=model, store=store, answers={})
+    while len(_TOP_CACHE) >= _TOP_CACHE_SIZE: _TOP_CACHE.pop(next(iter(_TOP_CACHE)))
+    _TOP_CACHE[key] = hit
+    return hit
+
+def top_examples(g: Graph | str | Path,   # a language-model graph (its build config names the model and data set)
+                 layer: str,              # a node layer with a LIB basis
+                 index: int,              # the LIB feature (column of C)
+                 k: int = 10,             # contexts to return
+                 bins: int = 30,          # histogram bins
+                 batch_size: int | None = None,  # default: the build's
+                 tokenizer=None,          # default: `dataset_tokenizer(g)`
+                 device: torch.device | str | None = None
+                ) -> TopExamples:
+    "The `k` (context, position) pairs of the build's data set where LIB feature `index` of `layer` is largest, and its histogram."
+    g = load_graph(g)
+    if layer not in g.node_layers or g.C.get(layer) is None:
+        raise LibConfigError('layer', f'{layer!r} is not a node layer with a LIB basis', f'choose from {[l for l in g.node_layers if l in g.C]}')
+    r = g.C[layer].shape[1]
+    if not 0 <= int(index) < r: raise LibConfigError('index', f'{index} is outside 0..{r - 1}', f'pick a LIB node of {layer!r}')
+    if k < 1 or bins < 1: raise LibConfigError('k' if k < 1 else 'bins', 'must be at least 1', 'pass a positive count')
+    device = torch.device(device) if device is not None else default_device()
+    s = _lm_store(g, batch_size, device)
+    akey = (layer, int(index), int(k), int(bins))
+    if akey not in s['answers']:
+        store, l = s['store'], g.node_layers.index(layer)
+        c = g.C[layer][:, int(index)].to(store.model.device, store.model.dtype)
+        vals, idx, lo, hi, n0 = None, None, math.inf, -math.inf, 0
+        for x in store.batches(l)():                       # pass 1: running top k (ties: earliest first), min, max
+            v = (x @ c).flatten(); P = x.shape[1]
+            lo, hi = min(lo, float(v.min())), max(hi, float(v.max()))
+            i = torch.arange(n0 * P, n0 * P + v.numel(), device=v.device)
+            vals = v if vals is None else torch.cat([vals, v]); idx = i if idx is None else torch.cat([idx, i])
+            order = torch.sort(vals, descending=True, stable=True).indices[:k]
+            vals, idx, n0 = vals[order], idx[order], n0 + x.shape[0]
+        counts = torch.zeros(bins, dtype=torch.long)
+        edges = torch.linspace(lo, hi, bins + 1, dtype=torch.float64)
+        for x in store.batches(l)():                       # pass 2: the histogram
+            counts += torch.histc((x @ c).flatten().double().cpu(), bins, lo, hi).long()
+        sample, pos = (idx // P).cpu(), (idx % P).cpu()
+        pos = pos + (store.inputs.shape[1] - P)            # a last-position layer (P = 1) activates at the last token
+        s['answers'][akey] = (sample, pos, vals.cpu(), counts, edges)
+    sample, pos, vals, counts, edges = s['answers'][akey]
+    toks = s['store'].inputs[sample].cpu()
+    tok = tokenizer if tokenizer is not None else dataset_tokenizer(g)
+    return TopExamples(layer, int(index), toks, [token_strings(tok, t) for t in toks], sample, pos, vals, counts, edges)
+
