@@ -245,7 +245,7 @@ def _make_controls(self: Explorer, norm: str | None, threshold: float, nodes_per
     self.graph_sel = W.Dropdown(options=list(self.views), value='LIB', description='graph', style=s, layout=full)
     self.norm = W.Dropdown(options=norms, value=norm or ('by_layer_log' if self.bisect_eps else 'sqrt'), description='norm', style=s, layout=full)
     self.mode = W.ToggleButtons(options=['threshold', 'top k'], value='threshold', description='edges',
-                                style={'description_width': '92px', 'button_width': '78px'})
+                                style={'description_width': '50px', 'button_width': '100px'})
     self.threshold = W.FloatLogSlider(value=threshold, base=10, min=-4, max=0, step=0.05, description='strength >',
                                       continuous_update=False, readout_format='.2g', style=s, layout=full)
     self.top_k = W.IntSlider(value=20, min=1, max=500, description='top k / block', continuous_update=False, style=s, layout=full)
@@ -393,7 +393,8 @@ def redraw(self: Explorer):
             nt.marker.color, nt.marker.size, nt.selectedpoints = nodes['colour'], nodes['size'], None
             lt = self.label_trace
             lab = [k for k, t in enumerate(nodes['label']) if t]
-            lt.x, lt.y, lt.text = [nodes['x'][k] for k in lab], [nodes['y'][k] for k in lab], [nodes['label'][k] for k in lab]
+            lt.x, lt.y = [nodes['x'][k] for k in lab], [nodes['y'][k] for k in lab]
+            lt.text = ['\u2002\u2002' + nodes['label'][k] for k in lab]      # clear of the dot
             self._node_sig = sig
         self._draw_marks()
         lsig = (a, b, view.exp_name, self.norm.value)
