@@ -55,7 +55,10 @@ def moves(ex):
     if len(ex.graph_sel.options) > 1: m['graph'] = (ex.graph_sel, 'LIB', ex.graph_sel.options[1])
     m['click a node'] = lambda k: ex.select(drawn()[k % len(drawn())])
     m['shift-click'] = lambda k: ex.select(drawn()[(3 * k) % len(drawn())], add=True)
-    m['edge-list entry'] = lambda k: ex.in_list.options and setattr(ex.in_list, 'value', ex.in_list.options[k % min(2, len(ex.in_list.options))][1])
+    def entry(k):
+        lst = ex.in_list if ex.in_list.options else ex.out_list     # a node of the first layer has only outgoing edges
+        lst.value = lst.options[k % min(2, len(lst.options))][1]
+    m['edge-list entry'] = entry
     m['select drawn'] = lambda k: ex.select_drawn() if k % 2 == 0 else ex.set_selection([])
     m['select cluster'] = lambda k: ex.select_cluster(ex.cluster_pick.options[k % len(ex.cluster_pick.options)][1]) if ex.cluster_pick.options else None
     m['pin'] = lambda k: ex.toggle_pin(drawn()[0])

@@ -394,7 +394,7 @@ def redraw(self: Explorer):
             lt = self.label_trace
             lab = [k for k, t in enumerate(nodes['label']) if t]
             lt.x, lt.y = [nodes['x'][k] for k in lab], [nodes['y'][k] for k in lab]
-            lt.text = ['\u2002\u2002' + nodes['label'][k] for k in lab]      # clear of the dot
+            lt.text = ['\u2003\u2003' + nodes['label'][k] for k in lab]      # clear of the dot
             self._node_sig = sig
         self._draw_marks()
         lsig = (a, b, view.exp_name, self.norm.value)
