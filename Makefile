@@ -19,8 +19,9 @@ DEMO_CONFIG := lib_nb/assets/modadd_p113/lib_build.yaml
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/lib_build $(DEMO_CONFIG) --out out/demo --force
-	HF_HUB_OFFLINE=1 $(BIN)/python -c "from lib_nb.widgets import explore; \
-	  print('explorer view written to', explore('out/demo').to_html('out/demo/explorer.html'))"
+	HF_HUB_OFFLINE=1 $(BIN)/python -c "from lib_nb.widgets import explore; from lib_nb.build import BuildConfig, load_model; \
+	  from lib_nb.analysis import modadd_node_data; m, _ = load_model(BuildConfig.from_yaml('$(DEMO_CONFIG)'), device='cpu'); \
+	  print('explorer view written to', explore('out/demo', data=modadd_node_data(m)).to_html('out/demo/explorer.html'))"
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python tools/run_tests.py

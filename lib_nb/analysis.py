@@ -4,7 +4,7 @@
 
 # %% ../nbs/07a_analysis.ipynb #5075d790
 from __future__ import annotations
-import csv, json, math
+import csv, hashlib, json, math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Sequence
@@ -19,11 +19,13 @@ from .graph import Graph, load_graph
 from .build import ActivationStore
 
 # %% auto #0
-__all__ = ['NORMS', 'Norm', 'node_id', 'parse_node', 'edge_norm', 'nonconst_block', 'edge_eps_from_bisect', 'auto_eps',
-           'default_norm', 'normalised_edges', 'to_networkx', 'Clustering', 'modularity_clusters', 'ClusterSearch',
-           'cluster_search', 'node_order', 'layout', 'Pruned', 'prune', 'node_strengths', 'node_edges', 'collapse',
-           'fourier_shares', 'fourier_label', 'modadd_inputs', 'modadd_node_acts', 'lib_acts', 'fourier_labels',
-           'write_fourier_csv', 'read_fourier_csv', 'NodeData', 'modadd_node_data', 'random_graph']
+__all__ = ['NORMS', 'Norm', 'ANNOTATIONS_FORMAT', 'node_id', 'parse_node', 'edge_norm', 'nonconst_block', 'edge_eps_from_bisect',
+           'auto_eps', 'default_norm', 'normalised_edges', 'to_networkx', 'Clustering', 'modularity_clusters',
+           'ClusterSearch', 'cluster_search', 'node_order', 'layout', 'Pruned', 'prune', 'drawn_layout',
+           'node_strengths', 'node_edges', 'collapse', 'merge_clusters', 'split_cluster', 'cluster_name',
+           'selection_nodes', 'selection_edges', 'graph_sha256', 'Annotations', 'fourier_shares', 'fourier_label',
+           'short_label', 'modadd_inputs', 'modadd_node_acts', 'lib_acts', 'fourier_labels', 'write_fourier_csv',
+           'read_fourier_csv', 'NodeData', 'modadd_node_data', 'random_graph']
 
 # %% ../nbs/07a_analysis.ipynb #b3784b4e
 def node_id(layer: str, i: int) -> str:
@@ -305,6 +307,27 @@ def prune(g: Graph | str | Path,
         pair, dst, src, wt = pair[keep], dst[keep], src[keep], wt[keep]
     return Pruned(layers, nodes, pair, dst, src, wt, n_above, capped)
 
+# %% ../nbs/07a_analysis.ipynb #b088983d
+def drawn_layout(g: Graph | str | Path, pr: Pruned,
+                 always: Sequence[str] = (),   # node ids drawn even without a kept edge (pins, selection)
+                 connected: bool = True        # keep only nodes that carry a kept edge (and `always`)
+                ) -> dict[str, tuple[float, float]]:
+    "Positions of the nodes to draw: x = node layer index, y spread evenly over [−1, 0] in `Lambda` order."
+    g = load_graph(g)
+    ends: set[str] = set(always)
+    if connected:
+        for p in range(len(pr.layers) - 1):
+            m = pr.pair == p
+            ends.update(node_id(pr.layers[p], j) for j in np.unique(pr.src[m]).tolist())
+            ends.update(node_id(pr.layers[p + 1], i) for i in np.unique(pr.dst[m]).tolist())
+    pos = {}
+    for l in pr.layers:
+        ids = [node_id(l, i) for i in pr.nodes[l].tolist()]
+        ids = [n for n in ids if n in ends] if connected else ids
+        x, n = float(g.node_layers.index(l)), len(ids)
+        for r, nid in enumerate(ids): pos[nid] = (x, -r / (n - 1) if n > 1 else -0.5)
+    return pos
+
 # %% ../nbs/07a_analysis.ipynb #84ec3b5c
 def node_strengths(g: Graph | str | Path, weights: dict[tuple[str, str], Tensor], hide_const: bool = True
                   ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -321,8 +344,8 @@ def node_strengths(g: Graph | str | Path, weights: dict[tuple[str, str], Tensor]
 
 def node_edges(g: Graph | str | Path, node: str, weights: dict[tuple[str, str], Tensor], k: int = 8,
                hide_const: bool = True,   # leave out edges of constant nodes
-              ) -> dict[str, list[tuple[str, float]]]:
-    "The `k` strongest incoming and outgoing edges of `node`: {'in': [(node, w)], 'out': [...]}."
+              ) -> dict[str, list[tuple[str, float, float]]]:
+    "The `k` strongest incoming and outgoing edges of `node` with their share of its total: {'in': [(node, w, share)], 'out': [...]}."
     g = load_graph(g)
     l, i = parse_node(node)
     if l not in g.node_layers: raise LibConfigError('node', f'no node layer {l!r}', f'use one of {g.node_layers}')
@@ -331,10 +354,10 @@ def node_edges(g: Graph | str | Path, node: str, weights: dict[tuple[str, str], 
     li = g.node_layers.index(l); res = {'in': [], 'out': []}
     def top(v, layer, key):
         if hide_const and g.has_const(layer): v = v.clone(); v[0] = 0
-        n = min(k, int((v > 0).sum()))
+        n, tot = min(k, int((v > 0).sum())), float(v.clamp(min=0).sum())
         if n:
             vals, idx = torch.topk(v, n)
-            res[key] = [(node_id(layer, j), float(w)) for w, j in zip(vals.tolist(), idx.tolist())]
+            res[key] = [(node_id(layer, j), float(w), float(w) / tot) for w, j in zip(vals.tolist(), idx.tolist())]
     if li > 0: top(weights[(g.node_layers[li - 1], l)][i, :], g.node_layers[li - 1], 'in')
     if li + 1 < len(g.node_layers): top(weights[(l, g.node_layers[li + 1])][:, i], g.node_layers[li + 1], 'out')
     return res
@@ -351,6 +374,104 @@ def collapse(pr: Pruned, labels: dict[str, int]) -> tuple[dict[tuple[str, int], 
         key = ((a, labels.get(node_id(a, j), -1)), (b, labels.get(node_id(b, i), -1)))
         edges[key] = edges.get(key, 0.0) + w
     return groups, edges
+
+# %% ../nbs/07a_analysis.ipynb #6d2ab348
+def merge_clusters(labels: dict[str, int], into: int, other: int) -> dict[str, int]:
+    "The partition with cluster `other` merged into cluster `into`."
+    if into == other: raise LibConfigError('other', f'cannot merge cluster {into} into itself', 'pick two different clusters')
+    for k in (into, other):
+        if k not in set(labels.values()): raise LibConfigError('cluster', f'no cluster {k}', f'use one of {sorted(set(labels.values()))}')
+    return {n: (into if k == other else k) for n, k in labels.items()}
+
+def split_cluster(labels: dict[str, int], nodes: Sequence[str]) -> tuple[dict[str, int], int]:
+    "The partition with `nodes` moved into a new cluster, and that cluster's number."
+    if not nodes: raise LibConfigError('nodes', 'nothing to split off', 'select the nodes of the new cluster first')
+    new = max([k for k in labels.values()] + [-1]) + 1
+    out = dict(labels)
+    for n in nodes: out[n] = new
+    return out, new
+
+def cluster_name(names: dict[int, str], k: int) -> str:
+    "The name shown for cluster `k`: the one a person gave, else `cluster k` (`-1`: no cluster)."
+    return names.get(k) or ('no cluster' if k < 0 else f'cluster {k}')
+
+# %% ../nbs/07a_analysis.ipynb #9f201662
+def selection_nodes(g: Graph | str | Path, selection: Sequence[str]) -> dict[str, list[int]]:
+    "Kept node indices per node layer (all but the output) of the selected node ids."
+    g = load_graph(g)
+    out = {l: set() for l in g.node_layers[:-1]}
+    for s in selection:
+        l, i = parse_node(s)
+        if l not in g.node_layers: raise LibConfigError('selection', f'{s}: no node layer {l!r}', f'use one of {g.node_layers}')
+        if l in out: out[l].add(i)
+    return {l: sorted(v) for l, v in out.items()}
+
+def selection_edges(g: Graph | str | Path, pr: Pruned, selection: Sequence[str] = ()) -> dict[tuple[str, str], Tensor]:
+    "Boolean masks (shaped like `E_hat`) of the drawn edges between selected nodes (all drawn edges without a selection)."
+    g, sel = load_graph(g), set(selection)
+    out = {}
+    for p in range(len(pr.layers) - 1):
+        a, b = pr.layers[p], pr.layers[p + 1]
+        M = torch.zeros(g.E_hat[(a, b)].shape, dtype=torch.bool)
+        for i, j in zip(pr.dst[pr.pair == p].tolist(), pr.src[pr.pair == p].tolist()):
+            if not sel or (node_id(a, j) in sel and node_id(b, i) in sel): M[i, j] = True
+        out[(a, b)] = M
+    return out
+
+# %% ../nbs/07a_analysis.ipynb #eebdb3f2
+ANNOTATIONS_FORMAT = 'lib_nb.annotations/1'
+
+def graph_sha256(g: Graph | str | Path) -> str | None:
+    "SHA-256 over the file(s) a graph was loaded from (its JSON and tensors), or None for a graph made in memory."
+    g = load_graph(g)
+    if g.path is None: return None
+    files = [g.path] + ([g.path.with_suffix('.safetensors')] if g.path.suffix == '.json' and g.path.with_suffix('.safetensors').exists() else [])
+    h = hashlib.sha256()
+    for f in files: h.update(Path(f).read_bytes())
+    return h.hexdigest()
+
+@dataclass
+class Annotations:
+    "What a person adds to a graph in the explorer (labels, clusters, pins, named selections), as one JSON file."
+    graph: dict                                              # {path, sha256, exp_name}
+    settings: dict = field(default_factory=dict)             # the explorer's controls
+    nodes: list = field(default_factory=list)                # [{id, layer, index, label, cluster, strength}]
+    edges: list = field(default_factory=list)                # [{src, dst, weight}] above the threshold
+    clusters: dict = field(default_factory=dict)             # {number: name}
+    cluster_of: dict = field(default_factory=dict)           # {node id: number}
+    pins: list = field(default_factory=list)
+    selections: list = field(default_factory=list)           # [{name, nodes, faithfulness}]
+
+    def to_dict(self) -> dict:
+        "The JSON form (`format` first)."
+        return {'format': ANNOTATIONS_FORMAT, 'graph': self.graph, 'settings': self.settings, 'nodes': self.nodes,
+                'edges': self.edges, 'clusters': {str(k): v for k, v in self.clusters.items()}, 'cluster_of': self.cluster_of,
+                'pins': self.pins, 'selections': self.selections}
+    def save(self, path: str | Path) -> Path:
+        "Write the JSON file (atomically)."
+        path = Path(path)
+        with atomic_path(path) as tmp: Path(tmp).write_text(json.dumps(self.to_dict(), indent=1))
+        return path
+    @classmethod
+    def load(cls, path: str | Path) -> 'Annotations':
+        "Read an annotations file, checking its format."
+        path = Path(path)
+        if not path.exists(): raise LibConfigError('annotations', f'{path} does not exist', 'pass the file that save_annotations wrote')
+        try: d = json.loads(path.read_text())
+        except json.JSONDecodeError as e: raise LibConfigError('annotations', f'{path} is not JSON ({e})', 'pass a file that save_annotations wrote') from None
+        if not isinstance(d, dict) or d.get('format') != ANNOTATIONS_FORMAT:
+            raise LibConfigError('annotations', f'{path} is not a {ANNOTATIONS_FORMAT} file', 'pass a file that save_annotations wrote')
+        return cls(d['graph'], d.get('settings', {}), d.get('nodes', []), d.get('edges', []),
+                   {int(k): v for k, v in d.get('clusters', {}).items()}, d.get('cluster_of', {}), d.get('pins', []), d.get('selections', []))
+    def check(self, g: Graph | str | Path) -> str | None:
+        "Why these annotations may not fit graph `g` (another file hash), or None when they do."
+        h = graph_sha256(g)
+        if self.graph.get('sha256') and h and h != self.graph['sha256']:
+            return f"annotations were made on {self.graph.get('path')} (sha256 {self.graph['sha256'][:12]}…), not this graph ({h[:12]}…)"
+        return None
+    def _repr_markdown_(self):
+        return (f"**Annotations** of {self.graph.get('exp_name')!r}: {len(self.nodes)} nodes, {len(self.edges)} edges, "
+                f"{len(self.clusters)} named clusters, {len(self.pins)} pins, {len(self.selections)} selections")
 
 # %% ../nbs/07a_analysis.ipynb #c74cf9c3
 def fourier_shares(A: Float[Tensor, "p p"],   # a node's activation over the grid A[x, y]
@@ -393,6 +514,13 @@ def fourier_label(shares: list[tuple[str, float]], max_labels: int = 7, cum_stop
         kept.append(f'{100 * s:.0f}% {lab}'); cum += s
         if cum > cum_stop or s < min_share or len(kept) >= max_labels: break
     return '|'.join(kept)
+
+def short_label(label: str | None) -> str | None:
+    "The first term of a label without its share, to print beside a dot: '99% cos(1x) + cos(1y)|…' -> 'cos(1x) + cos(1y)'."
+    if not label: return None
+    first = str(label).split('|')[0].strip()
+    head, sep, rest = first.partition('% ')
+    return rest if sep and head.replace('.', '', 1).isdigit() else first
 
 # %% ../nbs/07a_analysis.ipynb #0d83fc06
 def modadd_inputs(p: int) -> Tensor:
@@ -474,11 +602,15 @@ def modadd_node_data(model,                      # the folded SectionedModel of 
     return NodeData(modadd_node_acts(model, p), [f'{a}+{b}' for a, b in inp[:, :2].tolist()], (p, p))
 
 # %% ../nbs/07a_analysis.ipynb #2375c566
-def random_graph(n_layers: int = 4, width: int = 16, seed: int = 0, centered: bool = True) -> Graph:
+def random_graph(n_layers: int = 4,
+                 width: int | Sequence[int] = 16,   # features per layer: one number, or one per layer
+                 seed: int = 0, centered: bool = True) -> Graph:
     "A random graph of edges alone: `n_layers` layers of `width` nodes, heavy-tailed squared edges, decreasing Λ."
     g = torch.Generator().manual_seed(seed)
     layers = [f'layer.{i}' for i in range(n_layers)]
-    E = {(a, b): torch.exp(3 * torch.randn(width, width, generator=g, dtype=torch.float64))
-         for a, b in zip(layers[:-1], layers[1:])}
-    lam = {l: torch.sort(torch.rand(width, generator=g, dtype=torch.float64) * 100, descending=True).values for l in layers}
-    return Graph.from_edges(E, centered=centered, name=f'random {n_layers}x{width}', Lambda=lam)
+    ws = [int(width)] * n_layers if isinstance(width, (int, np.integer)) else [int(w) for w in width]
+    if len(ws) != n_layers: raise LibConfigError('width', f'{len(ws)} widths for {n_layers} layers', 'give one width or one per layer')
+    E = {(a, b): torch.exp(3 * torch.randn(ws[k + 1], ws[k], generator=g, dtype=torch.float64))
+         for k, (a, b) in enumerate(zip(layers[:-1], layers[1:]))}
+    lam = {l: torch.sort(torch.rand(w, generator=g, dtype=torch.float64) * 100, descending=True).values for l, w in zip(layers, ws)}
+    return Graph.from_edges(E, centered=centered, name=f'random {n_layers}x{ws[0] if len(set(ws)) == 1 else "-".join(map(str, ws))}', Lambda=lam)

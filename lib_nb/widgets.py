@@ -6,6 +6,7 @@
 from __future__ import annotations
 import html, os, shutil, subprocess, tempfile, time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import ipywidgets as W
@@ -13,19 +14,23 @@ from fastcore.basics import patch
 
 from .core import LibConfigError
 from .graph import Graph, load_graph
-from .analysis import (NodeData, Pruned, auto_eps, collapse, edge_eps_from_bisect, fourier_label, fourier_shares,
-                             layout, modularity_clusters, node_edges, node_id, node_strengths, nonconst_block,
-                             normalised_edges, parse_node, prune, to_networkx)
+from . import ablation as _ablation
+from .analysis import (Annotations, NodeData, Pruned, auto_eps, cluster_name, collapse, drawn_layout, edge_eps_from_bisect,
+                       fourier_label, fourier_shares, graph_sha256, layout, merge_clusters, modularity_clusters, node_edges,
+                       node_id, node_order, node_strengths, nonconst_block, normalised_edges, parse_node, prune,
+                       selection_edges, selection_nodes, short_label, split_cluster, to_networkx)
 
 # %% auto #0
-__all__ = ['N_BINS', 'edge_bins', 'bin_style', 'figure_widget', 'norm_args', 'drawing_state', 'hover_text', 'explorer_figure',
-           'grid_figure', 'edge_segments', 'collapsed_drawing', 'Explorer', 'chromium_path', 'html_to_png', 'explore']
+__all__ = ['N_BINS', 'GL_SEGMENTS', 'edge_bins', 'bin_style', 'lambda_sizes', 'figure_widget', 'norm_args', 'drawing_state',
+           'hover_text', 'explorer_figure', 'grid_figure', 'edge_segments', 'collapsed_drawing', 'Explorer',
+           'faithfulness_html', 'chromium_path', 'html_to_png', 'explore']
 
 # %% ../nbs/08_widgets.ipynb #f5d422c9
 N_BINS = 8
+GL_SEGMENTS = 2000       # above this many drawn edges, draw them with WebGL traces
 _CLUSTER_COLOURS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#17becf',
                     '#bcbd22', '#7f7f7f', '#393b79', '#637939', '#8c6d31', '#843c39', '#7b4173', '#3182bd']
-_NODE_GREY, _PIN, _SEL = '#555555', '#d62728', '#ff9900'
+_NODE_GREY, _PIN, _SEL, _FOCUS = '#555555', '#d62728', '#ff9900', '#000000'
 
 def edge_bins(s: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
     "Bin index (0 … n_bins−1) of relative strengths `s` in [0, 1]."
@@ -36,6 +41,17 @@ def bin_style(b: int, n_bins: int = N_BINS) -> tuple[float, str]:
     from plotly.colors import sample_colorscale
     t = (b + 0.5) / n_bins
     return 0.5 + 4.5 * t, sample_colorscale('Blues', [0.25 + 0.75 * t])[0]
+
+def lambda_sizes(lam: np.ndarray,                       # Λ of some nodes
+                 span: tuple[float, float] | None = None,  # log10 Λ range mapped to lo … hi (default: that of `lam`)
+                 lo: float = 6, hi: float = 18) -> np.ndarray:
+    "Marker sizes growing with log10 Λ from `lo` to `hi`; `lo` where Λ ≤ 0."
+    lam = np.asarray(lam, dtype=float)
+    lg = np.log10(np.where(lam > 0, lam, np.nan))
+    ok = np.isfinite(lg)
+    a, b = span if span is not None else ((float(lg[ok].min()), float(lg[ok].max())) if ok.any() else (0.0, 1.0))
+    t = np.clip((np.where(ok, lg, a) - a) / (b - a if b > a else 1.0), 0, 1)
+    return np.where(ok, lo + (hi - lo) * t, lo)
 
 # %% ../nbs/08_widgets.ipynb #81268963
 def figure_widget(fig):
@@ -72,10 +88,17 @@ def norm_args(norm: str,                        # the norm control: sqrt, log, b
     return norm, None
 
 def drawing_state(g: Graph, norm: str, eps: dict | float | None = None) -> dict:
-    "What every redraw of `g` under one norm reuses: weights `W`, the strongest drawable `top`, node strengths, layout."
+    "What every redraw of `g` under one norm reuses: weights `W`, the strongest drawable `top`, strengths, sizes, ranks."
     W_ = normalised_edges(g, norm, eps)
     top = max(float(nonconst_block(g, p, M).max()) for p, M in W_.items()) or 1.0
-    return dict(W=W_, top=top, strength=node_strengths(g, W_), layout=layout(g), text={})   # text: hover texts, filled lazily
+    lams = {l: g.lambdas(l) for l in g.node_layers if l != 'output'}
+    lams = {l: v[:g.widths[l]].double().numpy() for l, v in lams.items() if v is not None}
+    logs = np.concatenate([np.log10(v[v > 0]) for v in lams.values()] + [np.zeros(0)])
+    span = (float(logs.min()), float(logs.max())) if len(logs) else None
+    size = {l: lambda_sizes(lams[l], span) if l in lams else np.full(g.widths[l], 8.0) for l in g.node_layers}
+    rank = {l: np.argsort(node_order(g, l), kind='stable') for l in g.node_layers}
+    return dict(W=W_, top=top, strength=node_strengths(g, W_), layout=layout(g), size=size, rank=rank,
+                text={}, label={})   # hover texts and labels, filled lazily
 
 def hover_text(g: Graph, l: str, i: int,
                strength: dict,                  # `node_strengths` of the drawn weights
@@ -89,20 +112,26 @@ def hover_text(g: Graph, l: str, i: int,
             + ('<br>(constant direction)' if g.has_const(l) and i == 0 else ''))
 
 # %% ../nbs/08_widgets.ipynb #6df28fc9
+_NODES = 2 * N_BINS      # trace index of the nodes; the labels and the rings follow
+
 def explorer_figure(height: int = 600):
-    "The explorer's plotly figure: `N_BINS` edge traces, then the nodes, then the rings marking pinned/selected nodes."
+    "The explorer's figure: `N_BINS` SVG and `N_BINS` WebGL edge traces, the nodes, their labels, and the rings."
     import plotly.graph_objects as go
     fig = go.Figure()
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=30), showlegend=False, plot_bgcolor='white',
                       hovermode='closest', clickmode='event', dragmode='pan',
                       xaxis=dict(showgrid=False, zeroline=False, tickmode='array'),
-                      yaxis=dict(showgrid=False, zeroline=False, showticklabels=False))
-    for b in range(N_BINS):
-        w, c = bin_style(b)
-        fig.add_scatter(x=[], y=[], mode='lines', line=dict(width=w, color=c), hoverinfo='skip', name=f'edges{b}')
-    fig.add_scatter(x=[], y=[], mode='markers', hoverinfo='text', name='nodes', marker=dict(size=9, line=dict(width=0)))
+                      yaxis=dict(showgrid=False, zeroline=False, showticklabels=False, range=[-1.06, 0.06]))
+    for gl in (False, True):
+        for b in range(N_BINS):
+            w, c = bin_style(b)
+            fig.add_trace((go.Scattergl if gl else go.Scatter)(x=[], y=[], mode='lines', line=dict(width=w, color=c),
+                                                               hoverinfo='skip', name=f'edges{b}' + ('gl' if gl else '')))
+    fig.add_scatter(x=[], y=[], mode='markers', hoverinfo='text', name='nodes', marker=dict(size=9, line=dict(width=0.5, color='white')))
+    fig.add_scatter(x=[], y=[], mode='text', hoverinfo='skip', name='labels', textposition='middle right',
+                    textfont=dict(size=10, color='#222'))
     fig.add_scatter(x=[], y=[], mode='markers', hoverinfo='skip', name='marks',
-                    marker=dict(size=17, color='rgba(0,0,0,0)', line=dict(width=2.5, color=_PIN)))
+                    marker=dict(size=19, color='rgba(0,0,0,0)', line=dict(width=2.5, color=_PIN)))
     return fig
 
 def grid_figure():
@@ -115,7 +144,7 @@ def grid_figure():
     return heat
 
 def edge_segments(pr: Pruned,                           # what `prune` keeps
-                  pos: dict[str, tuple[float, float]],  # node positions (`layout`)
+                  pos: dict[str, tuple[float, float]],  # node positions (`drawn_layout`)
                   top: float                            # the strongest drawable weight: strength = weight / top
                  ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     "Line segments of the kept edges per strength bin: x and y arrays, NaN between segments."
@@ -134,17 +163,19 @@ def edge_segments(pr: Pruned,                           # what `prune` keeps
 
 def collapsed_drawing(pr: Pruned,                        # what `prune` keeps
                       labels: dict[str, int],            # node id -> cluster (-1: none)
-                      pos: dict[str, tuple[float, float]]  # node positions (`layout`)
+                      pos: dict[str, tuple[float, float]],  # node positions (`drawn_layout` with connected=False)
+                      names: dict[int, str] | None = None   # cluster names (`cluster_name`)
                      ) -> tuple[dict, dict]:
     "Super-node markers (one per cluster within a layer, at the mean height of its nodes) and their edge segments."
     groups, sedges = collapse(pr, labels)
     xy = {g: (pos[node_id(g[0], idx[0])][0], float(np.mean([pos[node_id(g[0], i)][1] for i in idx]))) for g, idx in groups.items()}
     ids = [f'{l}:cluster{k}' for (l, k) in groups]
     nodes = dict(x=[xy[g][0] for g in groups], y=[xy[g][1] for g in groups], id=ids,
-                 text=[f'<b>{l} cluster {k}</b><br>{len(idx)} nodes: ' + ', '.join(map(str, idx[:12])) + (' …' if len(idx) > 12 else '')
+                 text=[f'<b>{l} {html.escape(cluster_name(names or {}, k))}</b><br>{len(idx)} nodes: ' + ', '.join(map(str, idx[:12])) + (' …' if len(idx) > 12 else '')
                        for (l, k), idx in groups.items()],
                  colour=[_CLUSTER_COLOURS[k % len(_CLUSTER_COLOURS)] if k >= 0 else _NODE_GREY for (_, k) in groups],
-                 size=[min(40, 8 + 3 * np.sqrt(len(idx))) for idx in groups.values()])
+                 size=[min(40, 8 + 3 * np.sqrt(len(idx))) for idx in groups.values()],
+                 label=[cluster_name(names or {}, k) if k >= 0 else '' for (_, k) in groups])
     segs, top = {}, max(sedges.values(), default=1.0)
     for (g0, g1), w in sedges.items():
         b = int(edge_bins(np.array([w / top]))[0])
@@ -152,80 +183,150 @@ def collapsed_drawing(pr: Pruned,                        # what `prune` keeps
         xs += [xy[g0][0], xy[g1][0], np.nan]; ys += [xy[g0][1], xy[g1][1], np.nan]
     segs = {k: (np.array(x), np.array(y)) for k, (x, y) in segs.items()}
     segs['_edges'] = list(sedges)
+    segs['_weights'] = list(sedges.values())
     return nodes, segs
 
 # %% ../nbs/08_widgets.ipynb #a218d489
-class Explorer(W.VBox):
-    "Interactive LIB graph explorer (returned by `explore`): controls on top, the graph and a side panel below."
+class Explorer(W.HBox):
+    "Interactive LIB graph explorer (returned by `explore`): a control panel, the graph, and a node panel."
     def __init__(self, graph: Graph | str | Path,              # the graph, or a path `load_graph` reads
                  data: NodeData | None = None,                  # activations for top inputs (and the (a, b) heatmap)
                  compare: Graph | str | Path | None = None,     # a second graph (e.g. PCA) to toggle to
-                 labels: dict[str, str] | None = None,          # node id -> label (e.g. Fourier labels), shown on hover
+                 labels: dict[str, str] | None = None,          # node id -> label (Fourier label, top token), shown beside the dot
                  ablation: dict | str | Path | None = None,     # a bisect edge-ablation result: the by-layer log norm
+                 examples: Callable[[Graph, str], str] | None = None,  # (graph, node id) -> HTML of its top-activating examples
+                 faithfulness: Callable | None = None,          # the faithfulness check; default `lib_nb.ablation.faithfulness`
+                 annotations: str | Path | None = None,         # an annotations file (`save_annotations`) to restore
                  norm: str | None = None, max_edges: int = 3000, height: int = 600, threshold: float = 0.05,
-                 nodes_per_layer: int = 64):
+                 nodes_per_layer: int | None = None,            # default: every node (only those with a drawn edge are shown)
+                 n_labels: int = 3):                            # labelled dots per layer (the strongest)
         self.views = {'LIB': load_graph(graph)}
         if compare is not None:
             cv = load_graph(compare)
             self.views['compare' if cv.exp_name in ('LIB', 'graph') else cv.exp_name] = cv
-        self.data, self.labels, self.max_edges = data, dict(labels or {}), max_edges
+        self.data, self.labels, self.max_edges, self.examples, self.n_labels = data, dict(labels or {}), max_edges, examples, n_labels
+        self.faithfulness_fn = faithfulness
         self.bisect_eps = edge_eps_from_bisect(self.views['LIB'], ablation) if ablation is not None else None
-        self._cache, self.pinned, self.selected, self.clustering = {}, [], None, {}
-        norms = ['sqrt', 'log', 'max', 'none'] + (['by_layer_log'] if self.bisect_eps else [])
-        L = max(len(v.node_layers) for v in self.views.values())
-        wmax = max(max(v.widths.values()) for v in self.views.values())
-        s = dict(style={'description_width': 'initial'})
-        tb = dict(style={'description_width': 'initial', 'button_width': '95px'})
-        self.graph_sel = W.ToggleButtons(options=list(self.views), value='LIB', description='graph', **tb)
-        self.norm = W.Dropdown(options=norms, value=norm or ('by_layer_log' if self.bisect_eps else 'sqrt'), description='norm',
-                               layout=W.Layout(width='190px'), **s)
-        self.mode = W.ToggleButtons(options=['threshold', 'top k'], value='threshold', description='edges', **tb)
-        self.threshold = W.FloatLogSlider(value=threshold, base=10, min=-4, max=0, step=0.05, description='strength >',
-                                          continuous_update=False, readout_format='.3g', **s)
-        self.top_k = W.IntSlider(value=20, min=1, max=500, description='top k / block', continuous_update=False, **s)
-        self.nodes_per_layer = W.IntSlider(value=min(wmax, nodes_per_layer), min=1, max=wmax, description='nodes / layer', continuous_update=False, **s)
-        self.layer_range = W.IntRangeSlider(value=(0, L - 1), min=0, max=L - 1, description='layers', continuous_update=False, **s)
-        self.hide_const = W.Checkbox(value=True, description='hide constant edges', indent=False)
-        self.search = W.Text(placeholder='ln2.0:17', description='node', continuous_update=False, layout=W.Layout(width='220px'), **s)
-        self.pin_btn = W.Button(description='pin / unpin', icon='thumb-tack', layout=W.Layout(width='110px'))
-        self.clear_btn = W.Button(description='clear pins', layout=W.Layout(width='100px'))
-        self.colour_clusters = W.Checkbox(value=False, description='colour clusters', indent=False)
-        self.collapse = W.Checkbox(value=False, description='collapse clusters', indent=False)
-        self.gamma = W.BoundedFloatText(value=1.0, min=0.01, max=100, step=0.1, description='γ', layout=W.Layout(width='110px'), **s)
-        self.export_html_btn = W.Button(description='HTML', icon='download', layout=W.Layout(width='90px'))
-        self.export_png_btn = W.Button(description='PNG', icon='image', layout=W.Layout(width='90px'))
-        self.export_path = W.Text(value='lib_graph', description='export to', layout=W.Layout(width='220px'), **s)
-        self.status = W.HTML()
-        self.panel = W.HTML(layout=W.Layout(width='340px', overflow='auto', max_height=f'{height}px'))
-        self.panel.add_class('lib-nb-panel'); self.status.add_class('lib-nb-status')
-        for w_ in (self.graph_sel, self.norm, self.mode, self.threshold, self.top_k, self.nodes_per_layer, self.layer_range,
-                   self.hide_const, self.colour_clusters, self.collapse, self.gamma):
-            w_.observe(lambda ch: self.redraw(), names='value')
-        self.search.observe(lambda ch: self._on_search(ch), names='value')   # methods patched in below
-        self.pin_btn.on_click(lambda _: self.toggle_pin()); self.clear_btn.on_click(lambda _: self.clear_pins())
-        self.export_html_btn.on_click(lambda _: self._export('html')); self.export_png_btn.on_click(lambda _: self._export('png'))
-        rows = [W.HBox([self.graph_sel, self.norm, self.hide_const]),
-                W.HBox([self.mode, self.threshold, self.top_k]),
-                W.HBox([self.nodes_per_layer, self.layer_range]),
-                W.HBox([self.search, self.pin_btn, self.clear_btn, self.colour_clusters, self.collapse, self.gamma]),
-                W.HBox([self.export_path, self.export_html_btn, self.export_png_btn, self.status])]
-        # Draw into plain figures first, then wrap them in FigureWidgets (see `figure_widget`).
-        self.fig = explorer_figure(height)
+        self._cache, self.clustering, self._hold = {}, {}, False
+        self.pinned, self.selected, self.selection, self.named = [], None, [], {}
+        self.user_labels, self.cluster_edits, self.cluster_names, self.last_faithfulness = {}, {}, {}, None
+        self._make_controls(norm, threshold, nodes_per_layer, height)
+        self.fig = explorer_figure(height)      # draw into a plain figure, then wrap it (see `figure_widget`)
         self.heat = grid_figure() if data is not None and data.grid is not None else None
-        self.node_trace, self.mark_trace = self.fig.data[N_BINS], self.fig.data[N_BINS + 1]
-        self.redraw()
-        self.fig = figure_widget(self.fig)
-        self.node_trace, self.mark_trace = self.fig.data[N_BINS], self.fig.data[N_BINS + 1]
+        self._bind_traces(); self.redraw()
+        self.fig = figure_widget(self.fig); self._bind_traces()
         self.node_trace.on_click(lambda *a: self._on_click(*a))
+        self.node_trace.on_selection(lambda *a: self._on_box(*a))
         if self.heat is not None: self.heat = figure_widget(self.heat)
-        side = W.VBox(([self.heat] if self.heat is not None else []) + [self.panel])
-        super().__init__(rows + [W.HBox([self.fig, side])])
+        side = W.VBox(([self.heat] if self.heat is not None else []) + [self.panel_box], layout=W.Layout(width='350px'))
+        super().__init__([self.controls, self.fig, side])
         self.add_class('lib-nb-explorer')
+        if annotations is not None: self.load_annotations(annotations)
+
+    def _bind_traces(self):
+        self.node_trace, self.label_trace, self.mark_trace = self.fig.data[_NODES:_NODES + 3]
 
     @property
     def view(self) -> Graph:
         "The graph drawn now: LIB, or the comparison graph."
         return self.views[self.graph_sel.value]
+
+# %% ../nbs/08_widgets.ipynb #f7d508f8
+def _head(t: str) -> W.HTML: return W.HTML(f'<b style="font-size:12px;color:#444">{t}</b>', layout=W.Layout(margin='6px 0 0 0'))
+def _btn(d: str, **kw) -> W.Button: return W.Button(description=d, layout=W.Layout(width='auto'), **kw)
+
+@patch
+def _make_controls(self: Explorer, norm: str | None, threshold: float, nodes_per_layer: int | None, height: int):
+    "Build the control panel and the node panel, and wire each control to its method."
+    L = max(len(v.node_layers) for v in self.views.values())
+    wmax = max(max(v.widths.values()) for v in self.views.values())
+    s, full = {'description_width': '92px'}, W.Layout(width='262px')
+    norms = ['sqrt', 'log', 'max', 'none'] + (['by_layer_log'] if self.bisect_eps else [])
+    self.graph_sel = W.Dropdown(options=list(self.views), value='LIB', description='graph', style=s, layout=full)
+    self.norm = W.Dropdown(options=norms, value=norm or ('by_layer_log' if self.bisect_eps else 'sqrt'), description='norm', style=s, layout=full)
+    self.mode = W.ToggleButtons(options=['threshold', 'top k'], value='threshold', description='edges',
+                                style={'description_width': '50px', 'button_width': '100px'})
+    self.threshold = W.FloatLogSlider(value=threshold, base=10, min=-4, max=0, step=0.05, description='strength >',
+                                      continuous_update=False, readout_format='.2g', style=s, layout=full)
+    self.top_k = W.IntSlider(value=20, min=1, max=500, description='top k / block', continuous_update=False, style=s, layout=full)
+    self.nodes_per_layer = W.IntSlider(value=min(wmax, nodes_per_layer or wmax), min=1, max=wmax, description='nodes / layer',
+                                       continuous_update=False, style=s, layout=full)
+    self.layer_range = W.IntRangeSlider(value=(0, L - 1), min=0, max=L - 1, description='layers', continuous_update=False, style=s, layout=full)
+    self.hide_const = W.Checkbox(value=True, description='hide constant edges', indent=False, layout=full)
+    self.connected = W.Checkbox(value=True, description='only nodes with a drawn edge', indent=False, layout=full)
+    self.search = W.Text(placeholder='ln2.0:17', description='node', continuous_update=False, style=s, layout=full)
+    self.pin_btn, self.clear_btn = _btn('pin / unpin', icon='thumb-tack'), _btn('clear pins')
+    self.label_text, self.label_btn = W.Text(placeholder='label of the node', layout=W.Layout(width='170px')), _btn('set label')
+    self.sel_drawn_btn, self.sel_cluster_btn, self.sel_clear_btn = _btn('select drawn'), _btn('select cluster'), _btn('clear')
+    self.sel_info = W.HTML('no selection')
+    self.faith_mode = W.ToggleButtons(options=['nodes', 'edges'], value='nodes', description='keep',
+                                      style={'description_width': '40px', 'button_width': '70px'})
+    self.faith_btn = W.Button(description='faithfulness check', icon='check', button_style='primary', layout=W.Layout(width='auto'))
+    self.faith_out = W.HTML()
+    self.sel_name, self.save_sel_btn = W.Text(placeholder='name', layout=W.Layout(width='130px')), _btn('save selection')
+    self.named_pick = W.Dropdown(options=[], description='saved', style={'description_width': '50px'}, layout=full)
+    self.colour_clusters = W.Checkbox(value=True, description='colour', indent=False, layout=W.Layout(width='75px'))
+    self.collapse = W.Checkbox(value=False, description='collapse', indent=False, layout=W.Layout(width='85px'))
+    self.gamma = W.BoundedFloatText(value=1.0, min=0.01, max=100, step=0.1, description='γ', style={'description_width': '15px'},
+                                    layout=W.Layout(width='95px'))
+    self.cluster_pick = W.Dropdown(options=[], description='cluster', style=s, layout=full)
+    self.cluster_text, self.rename_btn = W.Text(placeholder='new name', layout=W.Layout(width='170px')), _btn('rename')
+    self.merge_pick, self.merge_btn = W.Dropdown(options=[], layout=W.Layout(width='170px')), _btn('merge in')
+    self.split_btn = _btn('split off the selection')
+    self.export_path = W.Text(value='lib_graph', description='export to', style=s, layout=full)
+    self.export_html_btn, self.export_png_btn = _btn('HTML', icon='download'), _btn('PNG', icon='image')
+    self.ann_path = W.Text(value='annotations.json', description='annotations', style=s, layout=full)
+    self.save_ann_btn, self.load_ann_btn = _btn('save', icon='save'), _btn('load', icon='folder-open')
+    self.status = W.HTML()
+    self.panel = W.HTML()
+    self.in_list = W.Select(options=[], rows=7, layout=W.Layout(width='340px'))
+    self.out_list = W.Select(options=[], rows=7, layout=W.Layout(width='340px'))
+    self.in_head, self.out_head, self.examples_out = W.HTML(), W.HTML(), W.HTML()
+    for w_, c in ((self.panel, 'lib-nb-panel'), (self.status, 'lib-nb-status'), (self.in_list, 'lib-nb-in'), (self.out_list, 'lib-nb-out'),
+                  (self.faith_out, 'lib-nb-faith'), (self.sel_info, 'lib-nb-selection'), (self.faith_btn, 'lib-nb-faith-btn')):
+        w_.add_class(c)
+    self.panel_box = W.VBox([self.panel, self.in_head, self.in_list, self.out_head, self.out_list, self.examples_out],
+                            layout=W.Layout(overflow='auto', max_height=f'{height + 200}px'))
+    row = lambda *ws: W.HBox(list(ws), layout=W.Layout(flex_flow='row wrap', width='262px'))
+    col = lambda *ws: W.VBox(list(ws), layout=W.Layout(width='268px'))
+    tabs = W.Tab([col(self.graph_sel, self.norm, self.mode, self.threshold, self.top_k, self.nodes_per_layer, self.layer_range,
+                      self.hide_const, self.connected),
+                  col(self.search, row(self.pin_btn, self.clear_btn), row(self.label_text, self.label_btn),
+                      _head('selection'), row(self.sel_drawn_btn, self.sel_cluster_btn, self.sel_clear_btn), self.sel_info,
+                      self.faith_mode, self.faith_btn, self.faith_out, row(self.sel_name, self.save_sel_btn), self.named_pick),
+                  col(row(self.colour_clusters, self.collapse, self.gamma), self.cluster_pick, row(self.cluster_text, self.rename_btn),
+                      row(self.merge_pick, self.merge_btn), self.split_btn),
+                  col(self.export_path, row(self.export_html_btn, self.export_png_btn), self.ann_path, row(self.save_ann_btn, self.load_ann_btn))])
+    tabs.titles = ('view', 'select', 'clusters', 'export')
+    tabs.selected_index = 0
+    self.tabs = tabs
+    self.controls = W.VBox([tabs, self.status], layout=W.Layout(width='300px', min_width='300px'))
+    self.controls.add_class('lib-nb-controls')
+    for w_ in (self.graph_sel, self.norm, self.mode, self.threshold, self.top_k, self.nodes_per_layer, self.layer_range,
+               self.hide_const, self.connected, self.colour_clusters, self.collapse, self.gamma):
+        w_.observe(lambda ch: None if self._hold else self.redraw(), names='value')
+    self.search.observe(lambda ch: self._on_search(ch), names='value')
+    self.in_list.observe(lambda ch: self._on_list(ch), names='value'); self.out_list.observe(lambda ch: self._on_list(ch), names='value')
+    self.named_pick.observe(lambda ch: ch['new'] and self.set_selection(self.named[ch['new']]['nodes']), names='value')
+    clicks = {self.pin_btn: lambda: self.toggle_pin(), self.clear_btn: lambda: self.clear_pins(),
+              self.label_btn: lambda: self.set_label(self.selected, self.label_text.value),
+              self.sel_drawn_btn: lambda: self.select_drawn(), self.sel_clear_btn: lambda: self.set_selection([]),
+              self.sel_cluster_btn: lambda: self.select_cluster(self.cluster_pick.value),
+              self.faith_btn: lambda: self._guard(self.check_faithfulness, self.faith_out),
+              self.save_sel_btn: lambda: self.save_selection(self.sel_name.value),
+              self.rename_btn: lambda: self.rename_cluster(self.cluster_pick.value, self.cluster_text.value),
+              self.merge_btn: lambda: self._guard(lambda: self.merge_cluster(self.cluster_pick.value, self.merge_pick.value), self.status),
+              self.split_btn: lambda: self._guard(self.split_selection, self.status),
+              self.export_html_btn: lambda: self._export('html'), self.export_png_btn: lambda: self._export('png'),
+              self.save_ann_btn: lambda: self._guard(lambda: self.save_annotations(self.ann_path.value), self.status),
+              self.load_ann_btn: lambda: self._guard(lambda: self.load_annotations(self.ann_path.value), self.status)}
+    for b, f in clicks.items(): b.on_click(lambda _, f=f: f())
+
+@patch
+def _guard(self: Explorer, f: Callable, out: W.HTML):
+    "Run a button's action; a failure is shown in `out` as one line instead of vanishing into the widget log."
+    try: return f()
+    except Exception as e: out.value = f'<b style="color:{_PIN}">{html.escape(type(e).__name__)}: {html.escape(str(e))}</b>'
 
 # %% ../nbs/08_widgets.ipynb #43d730c1
 @patch
@@ -241,94 +342,200 @@ def _weights(self: Explorer) -> dict:
     return self._cache[key]
 
 @patch
+def _fourier(self: Explorer, node: str) -> str | None:
+    "The Fourier label of `node` from the data's `(a, b)` grid (modular addition), or None; cached per graph and node."
+    if self.data is None or self.data.grid is None: return None
+    key = (self.graph_sel.value, 'fourier', node)      # cached: the shares cost ~0.1 s per node on p = 113
+    if key not in self._cache:
+        a = self.data.activation(self.view, node)
+        self._cache[key] = None if a is None else fourier_label(fourier_shares(a.reshape(self.data.grid)))
+    return self._cache[key]
+
+@patch
+def node_label(self: Explorer, node: str) -> str | None:
+    "The short label of `node`: one a person set, else the given label, else its Fourier label (modadd data), else None."
+    if node in self.user_labels: return self.user_labels[node]
+    c = self._weights()
+    if node not in c['label']:
+        lab = self.labels.get(node) if self.graph_sel.value == 'LIB' else None
+        c['label'][node] = short_label(lab or self._fourier(node))
+    return c['label'][node]
+
+@patch
 def redraw(self: Explorer):
     "Prune with the current controls and update the figure."
     t0 = time.perf_counter()
     view, c = self.view, self._weights()
     L = len(view.node_layers); a, b = self.layer_range.value; b = min(b, L - 1); a = min(a, b)
     kw = dict(top_k=self.top_k.value) if self.mode.value == 'top k' else dict(threshold=self.threshold.value * c['top'])
-    pinned = [p for p in self.pinned if parse_node(p)[0] in view.node_layers]
+    keep = [p for p in dict.fromkeys(self.pinned + self.selection + ([self.selected] if self.selected else []))
+            if parse_node(p)[0] in view.node_layers[a:b + 1] and parse_node(p)[1] < view.widths[parse_node(p)[0]]]
     self.pruned = pr = prune(view, weights=c['W'], nodes_per_layer=self.nodes_per_layer.value, layer_range=(a, b),
-                             hide_const=self.hide_const.value, pinned=pinned, max_edges=self.max_edges, **kw)
+                             hide_const=self.hide_const.value, pinned=keep, max_edges=self.max_edges, **kw)
     self.threshold.disabled, self.top_k.disabled = self.mode.value != 'threshold', self.mode.value == 'threshold'
     labels = self._cluster_labels() if (self.colour_clusters.value or self.collapse.value) else None
-    pos = c['layout']
     self._collapsed_now = self.collapse.value and labels is not None
-    if self._collapsed_now: nodes, segs = collapsed_drawing(pr, labels, pos)
+    self.pos = pos = drawn_layout(view, pr, keep, connected=self.connected.value and not self._collapsed_now)
+    if self._collapsed_now: nodes, segs = collapsed_drawing(pr, labels, pos, self.cluster_names)
     else: nodes, segs = self._plain(pr, labels, pos, c)
+    n_seg = len(segs.get('_edges', [])) if self._collapsed_now else len(pr)
+    gl = n_seg > GL_SEGMENTS
     with self.fig.batch_update():
         for bi in range(N_BINS):
             xs, ys = segs.get(bi, (np.zeros(0), np.zeros(0)))
-            self.fig.data[bi].x, self.fig.data[bi].y = xs, ys
+            on, off = (self.fig.data[N_BINS + bi], self.fig.data[bi]) if gl else (self.fig.data[bi], self.fig.data[N_BINS + bi])
+            on.x, on.y = xs, ys
+            if off.x is not None and len(off.x): off.x, off.y = [], []
         nt = self.node_trace
-        sig = (self.graph_sel.value, self.norm.value, tuple(nodes['id']), tuple(nodes['colour']), tuple(nodes['size']))
-        if sig != getattr(self, '_node_sig', None):      # a threshold move leaves the nodes alone: send edges only
+        sig = (self.graph_sel.value, self.norm.value, tuple(nodes['id']), tuple(nodes['colour']), tuple(nodes['size']), tuple(nodes['y']))
+        if sig != getattr(self, '_node_sig', None):      # a threshold move that keeps the nodes sends edges only
             nt.x, nt.y, nt.hovertext, nt.customdata = nodes['x'], nodes['y'], nodes['text'], nodes['id']
-            nt.marker.color, nt.marker.size = nodes['colour'], nodes['size']
+            nt.marker.color, nt.marker.size, nt.selectedpoints = nodes['colour'], nodes['size'], None
+            lt = self.label_trace
+            lab = [k for k, t in enumerate(nodes['label']) if t]
+            lt.x, lt.y = [nodes['x'][k] for k in lab], [nodes['y'][k] for k in lab]
+            lt.text = ['\u2003\u2003' + nodes['label'][k] for k in lab]      # clear of the dot
             self._node_sig = sig
-        self._draw_marks(pos)
+        self._draw_marks()
         lsig = (a, b, view.exp_name, self.norm.value)
         if lsig != getattr(self, '_layout_sig', None):    # a relayout redraws everything: only when needed
             self.fig.layout.xaxis.tickvals = list(range(a, b + 1)); self.fig.layout.xaxis.ticktext = view.node_layers[a:b + 1]
-            self.fig.layout.xaxis.range = [a - 0.3, b + 0.3]
+            self.fig.layout.xaxis.range = [a - 0.15, b + 0.55]
             self.fig.layout.title = dict(text=f'{view.exp_name}: {self.norm.value} norm', font=dict(size=13))
             self._layout_sig = lsig
-    self.n_drawn = len(pr) if not self.collapse.value else len(segs.get('_edges', []))
+    self._update_cluster_picks(labels)
+    self.n_drawn, self.webgl = n_seg, gl
     self.redraw_s = time.perf_counter() - t0
     cap = f' (strongest {len(pr)} of {pr.n_above})' if pr.capped else ''
-    self.status.value = (f'<span class="lib-nb-count">{self.n_drawn}</span> edges drawn{cap}, '
+    self.status.value = (f'<span class="lib-nb-count">{self.n_drawn}</span> edges drawn{cap}{" (WebGL)" if gl else ""}, '
                          f'{len(nodes["x"])} nodes; kernel {1e3 * self.redraw_s:.0f} ms')
 
 @patch
 def _plain(self: Explorer, pr: Pruned, labels: dict[str, int] | None, pos: dict, c: dict) -> tuple[dict, dict]:
-    "Node markers (coloured by cluster when `labels` are given) and edge segments of a pruned drawing."
+    "Node markers (sized by Λ, coloured by cluster), labels of the strongest per layer, and edge segments."
     view, lib = self.view, self.graph_sel.value == 'LIB'
-    ids = [node_id(l, i) for l in pr.layers for i in pr.nodes[l].tolist()]
+    ids = [node_id(l, i) for l in pr.layers for i in pr.nodes[l].tolist() if node_id(l, i) in pos]
     xy = np.array([pos[n] for n in ids]).reshape(-1, 2)
     colour = [(_CLUSTER_COLOURS[labels[n] % len(_CLUSTER_COLOURS)] if labels and labels.get(n, -1) >= 0 else _NODE_GREY) for n in ids]
     text = [c['text'][n] if n in c['text'] else
             c['text'].setdefault(n, hover_text(view, *parse_node(n), c['strength'], self.labels.get(n) if lib else None)) for n in ids]
-    nodes = dict(x=xy[:, 0].tolist(), y=xy[:, 1].tolist(), id=ids, text=text, colour=colour, size=[9] * len(ids))
+    parsed = [parse_node(n) for n in ids]
+    size = [float(c['size'][l][i]) for l, i in parsed]
+    st = {n: float(c['strength'][l][0][i] + c['strength'][l][1][i]) for n, (l, i) in zip(ids, parsed)}
+    shown = set()
+    for l in pr.layers:
+        shown.update(sorted((n for n, (l2, _) in zip(ids, parsed) if l2 == l), key=lambda n: -st[n])[:self.n_labels])
+    label = [(self.node_label(n) or n) if n in shown or n in self.user_labels else '' for n in ids]
+    nodes = dict(x=xy[:, 0].tolist(), y=xy[:, 1].tolist(), id=ids, text=text, colour=colour, size=size, label=label)
     return nodes, edge_segments(pr, pos, c['top'])
 
 @patch
-def _draw_marks(self: Explorer, pos: dict):
-    "Ring the pinned nodes (red) and the selected one (orange) where they are drawn."
-    view = self.view
-    if getattr(self, '_collapsed_now', False): pos = {}          # super-nodes: no single node to mark
-    marks = [n for n in self.pinned if parse_node(n)[0] in view.node_layers and n in pos]
-    sel = self.selected if self.selected in pos else None
-    ids = marks + ([sel] if sel and sel not in marks else [])
+def _draw_marks(self: Explorer):
+    "Ring the pinned nodes (red), the selection (orange) and the inspected node (black) where they are drawn."
+    pos = {} if getattr(self, '_collapsed_now', False) else self.pos        # super-nodes: no single node to mark
+    pins = [n for n in self.pinned if n in pos]
+    sel = [n for n in self.selection if n in pos and n not in pins]
+    foc = [self.selected] if self.selected in pos and self.selected not in pins + sel else []
+    ids = pins + sel + foc
     self.mark_trace.x = [pos[n][0] for n in ids]; self.mark_trace.y = [pos[n][1] for n in ids]
-    self.mark_trace.marker.line.color = [_PIN] * len(marks) + ([_SEL] if sel and sel not in marks else [])
+    self.mark_trace.marker.line.color = [_PIN] * len(pins) + [_SEL] * len(sel) + [_FOCUS] * len(foc)
+
+# %% ../nbs/08_widgets.ipynb #d9ffc0c3
+@patch
+def _cluster_labels(self: Explorer) -> dict[str, int]:
+    "Cluster of every clustered node: the edited partition of this graph, else modularity clusters of 2+ nodes at γ (cached)."
+    if self.graph_sel.value in self.cluster_edits: return self.cluster_edits[self.graph_sel.value]
+    key = (self.graph_sel.value, self.norm.value, self.gamma.value)
+    if key not in self.clustering:
+        G = to_networkx(self.view, *self._norm_args(), layers=self.view.node_layers)
+        self.clustering[key] = modularity_clusters(G, gamma=self.gamma.value, seed=0)
+    cl = self.clustering[key]
+    return {n: k for k, c in enumerate(cl.clusters) if len(c) > 1 for n in c}
+
+@patch
+def _update_cluster_picks(self: Explorer, labels: dict[str, int] | None):
+    "Offer the clusters drawn now (with their names and sizes) in the cluster and merge menus."
+    counts: dict[int, int] = {}
+    for k in (labels or {}).values(): counts[k] = counts.get(k, 0) + 1
+    opts = [(f'{cluster_name(self.cluster_names, k)} ({n})', k) for k, n in sorted(counts.items()) if k >= 0]
+    if opts != list(self.cluster_pick.options):
+        keep = self.cluster_pick.value
+        self.cluster_pick.options = self.merge_pick.options = opts
+        if opts: self.cluster_pick.value = keep if keep in counts and keep >= 0 else opts[0][1]
+        if len(opts) > 1: self.merge_pick.value = opts[1][1]
+
+@patch
+def rename_cluster(self: Explorer, k: int, name: str):
+    "Name cluster `k` (shown in the menus, on hover and on collapsed super-nodes)."
+    if name.strip(): self.cluster_names[k] = name.strip()
+    else: self.cluster_names.pop(k, None)
+    self._node_sig = None; self.redraw()
+
+@patch
+def merge_cluster(self: Explorer, into: int, other: int):
+    "Merge cluster `other` into cluster `into`."
+    self.cluster_edits[self.graph_sel.value] = merge_clusters(self._cluster_labels(), into, other)
+    self.redraw()
+
+@patch
+def split_selection(self: Explorer) -> int:
+    "Move the selected nodes into a new cluster; returns its number."
+    labels, k = split_cluster(self._cluster_labels(), self.selection)
+    self.cluster_edits[self.graph_sel.value] = labels
+    self.redraw()
+    return k
 
 # %% ../nbs/08_widgets.ipynb #455ac329
 @patch
 def panel_html(self: Explorer, node: str) -> str:
-    "The side panel's HTML for `node`: its strongest edges and top inputs."
+    "The node panel's head for `node`: its Λ and rank in its layer, its labels and top inputs."
     view, c = self.view, self._weights()
     l, i = parse_node(node)
-    ed = node_edges(view, node, c['W'], k=8)
     lam = view.lambdas(l)
-    rows = lambda es: ''.join(f'<tr><td>{n}</td><td style="text-align:right">{w:.3g}</td></tr>' for n, w in es) or '<tr><td>none</td></tr>'
-    out = [f'<h4 style="margin:2px 0">{node}</h4>', f'<div>layer {l}, index {i}' + (f', Λ = {float(lam[i]):.4g}' if lam is not None else '') + '</div>']
-    lab = self.labels.get(node) if self.graph_sel.value == 'LIB' else None
-    fl = self._fourier(node)
-    if lab or fl: out.append(f'<div><i>{html.escape(lab or fl).replace("|", "<br>")}</i></div>')
-    out.append(f'<b>incoming</b> ({self.norm.value})<table class="lib-nb-in">{rows(ed["in"])}</table>')
-    out.append(f'<b>outgoing</b><table class="lib-nb-out">{rows(ed["out"])}</table>')
+    out = [f'<h4 style="margin:2px 0">{node}</h4>', f'<div>layer {l}, index {i}' + (f', Λ = {float(lam[i]):.4g}' if lam is not None else '')
+           + f'<br>rank {int(c["rank"][l][i]) + 1} of {view.widths[l]} in its layer</div>']
+    given = self.labels.get(node) if self.graph_sel.value == 'LIB' else None
+    for t in dict.fromkeys(t for t in (self.user_labels.get(node), given, self._fourier(node)) if t):
+        out.append(f'<div><i>{html.escape(t).replace("|", "<br>")}</i></div>')
     if self.data is not None:
         top = self.data.top_inputs(view, node, k=8)
         if top: out.append('<b>top inputs</b><table>' + ''.join(f'<tr><td>{html.escape(s)}</td><td style="text-align:right">{v:.3g}</td></tr>' for s, v in top) + '</table>')
     return '\n'.join(out)
 
 @patch
-def _fourier(self: Explorer, node: str) -> str | None:
-    "The Fourier label of `node` from the data's `(a, b)` grid (modular addition), or None."
-    if self.data is None or self.data.grid is None: return None
-    a = self.data.activation(self.view, node)
-    if a is None: return None
-    return fourier_label(fourier_shares(a.reshape(self.data.grid)))
+def edge_lists(self: Explorer, node: str, k: int = 12) -> dict[str, list[tuple[str, str]]]:
+    "The node panel's ranked lists: (entry text, node id) of the `k` strongest incoming and outgoing edges, with value and share."
+    ed = node_edges(self.view, node, self._weights()['W'], k=k)
+    return {key: [(f'{n}   {w:.3g}   {100 * s:.0f}%', n) for n, w, s in es] for key, es in ed.items()}
+
+@patch
+def _show_panel(self: Explorer, node: str):
+    "Fill the node panel for `node`."
+    self.panel.value = self.panel_html(node)
+    lists = self.edge_lists(node)
+    self._filling = True
+    try:
+        for key, w_, h in (('in', self.in_list, self.in_head), ('out', self.out_list, self.out_head)):
+            w_.options, w_.value = lists[key], None
+            h.value = f'<b>{"incoming" if key == "in" else "outgoing"}</b> ({self.norm.value}: value, share)' + ('' if lists[key] else ': none')
+    finally: self._filling = False
+    self.examples_out.value = self._examples_html(node)
+
+@patch
+def _examples_html(self: Explorer, node: str) -> str:
+    "The `examples` function's HTML for `node` (cached per graph and node), or '' without one."
+    if self.examples is None: return ''
+    key = (self.graph_sel.value, 'examples', node)
+    if key not in self._cache:
+        try: self._cache[key] = self.examples(self.view, node)
+        except Exception as e: return f'<b>top-activating examples</b><div><i>none: {html.escape(str(e))}</i></div>'
+    return f'<b>top-activating examples</b><div class="lib-nb-examples">{self._cache[key]}</div>'
+
+@patch
+def _on_list(self: Explorer, ch: dict):
+    "Picking an entry of an edge list inspects and selects that node."
+    if getattr(self, '_filling', False) or not ch['new']: return
+    self.select(ch['new'])
 
 @patch
 def _draw_heat(self: Explorer, node: str):
@@ -336,29 +543,64 @@ def _draw_heat(self: Explorer, node: str):
     if self.heat is None: return
     a = self.data.activation(self.view, node)
     with self.heat.batch_update():
-        self.heat.data[0].z = None if a is None else a.reshape(self.data.grid).tolist()
+        self.heat.data[0].z = None if a is None else a.reshape(self.data.grid).numpy()   # an array: sent as one binary buffer
         self.heat.layout.title.text = f'{node} over (a, b)' if a is not None else f'{node}: no data'
         self.heat.layout.xaxis.visible = self.heat.layout.yaxis.visible = a is not None
 
 # %% ../nbs/08_widgets.ipynb #36ee184d
 @patch
-def select(self: Explorer, node: str):
-    "Select `node` (as a click does): highlight it and show its details in the side panel."
+def select(self: Explorer, node: str, add: bool = False):
+    "Inspect `node` (as a click does) and make it the selection; `add` toggles it in the selection instead (shift-click)."
     l, i = parse_node(node)
     view = self.view
     if l not in view.node_layers or not 0 <= i < view.widths[l]:
         raise LibConfigError('node', f'{node} is not a node of {view.exp_name}', f'layers {view.node_layers}')
-    self.selected = node_id(l, i)
-    self._draw_marks(self._weights()['layout'])
-    self.panel.value = self.panel_html(self.selected)
-    self._draw_heat(self.selected)
+    node = self.selected = node_id(l, i)
+    if not add: self.selection = [node]
+    elif node in self.selection: self.selection = [n for n in self.selection if n != node]
+    else: self.selection = self.selection + [node]
+    self._selection_changed()
+    self._show_panel(node)
+    self._draw_heat(node)
 
 @patch
-def _on_click(self: Explorer, trace, points, selector):
-    "A click on a node selects it (super-nodes are not selectable)."
+def set_selection(self: Explorer, nodes: list[str]):
+    "Make `nodes` the selection (box, lasso, a cluster, a saved selection)."
+    view = self.view
+    self.selection = [n for n in dict.fromkeys(nodes) if parse_node(n)[0] in view.node_layers]
+    self._selection_changed()
+
+@patch
+def _selection_changed(self: Explorer):
+    "Ring the selection (redrawing when a selected node is not drawn yet) and say what is selected."
+    if all(n in self.pos for n in self.selection + ([self.selected] if self.selected else [])): self._draw_marks()
+    else: self.redraw()
+    n = len(self.selection)
+    self.sel_info.value = (f'<span class="lib-nb-nsel">{n}</span> selected' + (': ' + ', '.join(self.selection[:4]) + (' …' if n > 4 else '') if n else ''))
+
+@patch
+def select_drawn(self: Explorer):
+    "Select every node that carries a drawn edge (everything above the threshold)."
+    self.set_selection([n for e in self.pruned.edge_ids() for n in e])
+
+@patch
+def select_cluster(self: Explorer, k: int | None):
+    "Select every node of cluster `k`."
+    if k is None: return
+    self.set_selection([n for n, c in self._cluster_labels().items() if c == k])
+
+@patch
+def _on_click(self: Explorer, trace, points, state):
+    "A click on a node inspects and selects it; a shift-click adds or removes it (super-nodes are not selectable)."
     if points.point_inds:
         nid = trace.customdata[points.point_inds[0]]
-        if ':cluster' not in str(nid): self.select(nid)
+        if ':cluster' not in str(nid): self.select(nid, add=bool(getattr(state, 'shift', False)))
+
+@patch
+def _on_box(self: Explorer, trace, points, selector):
+    "A box or lasso drag selects the nodes inside it."
+    ids = [trace.customdata[k] for k in points.point_inds]
+    self.set_selection([n for n in ids if ':cluster' not in str(n)])
 
 @patch
 def _on_search(self: Explorer, ch: dict):
@@ -369,7 +611,7 @@ def _on_search(self: Explorer, ch: dict):
 
 @patch
 def toggle_pin(self: Explorer, node: str | None = None):
-    "Pin `node` (default: the selected one) so it stays drawn and highlighted; unpin if pinned."
+    "Pin `node` (default: the inspected one) so it stays drawn and highlighted; unpin if pinned."
     node = node or self.selected
     if node is None: return
     if node in self.pinned: self.pinned.remove(node)
@@ -381,16 +623,108 @@ def clear_pins(self: Explorer):
     "Unpin every node."
     self.pinned.clear(); self.redraw()
 
-# %% ../nbs/08_widgets.ipynb #d9ffc0c3
 @patch
-def _cluster_labels(self: Explorer) -> dict[str, int]:
-    "Cluster of every node in a cluster of two or more (`modularity_clusters` at γ), cached per (graph, norm, γ)."
-    key = (self.graph_sel.value, self.norm.value, self.gamma.value)
-    if key not in self.clustering:
-        G = to_networkx(self.view, *self._norm_args(), layers=self.view.node_layers)
-        self.clustering[key] = modularity_clusters(G, gamma=self.gamma.value, seed=0)
-    cl = self.clustering[key]
-    return {n: k for k, c in enumerate(cl.clusters) if len(c) > 1 for n in c}
+def set_label(self: Explorer, node: str | None, label: str):
+    "Give `node` a label of one's own (shown beside its dot, saved with the annotations); an empty label removes it."
+    if node is None: raise LibConfigError('node', 'no node is inspected', 'click a node first')
+    if label.strip(): self.user_labels[node] = label.strip()
+    else: self.user_labels.pop(node, None)
+    self._node_sig = None; self.redraw()
+
+# %% ../nbs/08_widgets.ipynb #07798cd9
+def faithfulness_html(r) -> str:
+    "The panel's line for a `Faithfulness` result: score beside the full model and the baseline, what was kept."
+    return (f'<span class="lib-nb-faith-score">{r.score:.4g}</span> {html.escape(r.eval_type)} kept '
+            f'· full <span class="lib-nb-faith-full">{r.full:.4g}</span> · no features {r.baseline:.4g}'
+            f'<br>kept {r.n_nodes} nodes, {r.n_edges} edges ({html.escape(r.mode)})')
+
+@patch
+def check_faithfulness(self: Explorer, mode: str | None = None):
+    "Keep only the selection (mode 'nodes') or the drawn edges between it (mode 'edges'); show and return the result."
+    mode = mode or self.faith_mode.value
+    fn = self.faithfulness_fn or getattr(_ablation, 'faithfulness', None)
+    miss = lambda m: setattr(self.faith_out, 'value', f'<b class="lib-nb-faith-missing" style="color:{_PIN}">{html.escape(m)}</b>')
+    if fn is None: return miss('the faithfulness check needs lib_nb.ablation.faithfulness, which this lib_nb lacks')
+    if mode == 'nodes' and not self.selection: return miss('select nodes first: click, shift-click, box, a cluster or "select drawn"')
+    view = self.view
+    nodes = selection_nodes(view, self.selection) if mode == 'nodes' else None
+    edges = selection_edges(view, self.pruned, self.selection) if mode == 'edges' else None
+    key = (self.graph_sel.value, 'faith', mode, tuple(sorted(self.selection)) if mode == 'nodes' else
+           tuple((p, tuple(map(tuple, M.nonzero().tolist()))) for p, M in edges.items()))
+    if key not in self._cache:
+        self.faith_out.value = 'running …'
+        try: self._cache[key] = fn(view, nodes=nodes, edges=edges, mode=mode)
+        except (LibConfigError, FileNotFoundError) as e: return miss(f'faithfulness check: {e}')
+    r = self.last_faithfulness = self._cache[key]
+    self._faith_of = (mode, tuple(self.selection))
+    self.faith_out.value = faithfulness_html(r)
+    return r
+
+@patch
+def save_selection(self: Explorer, name: str):
+    "Keep the selection under `name`, with its faithfulness result when the last check was of this selection."
+    if not name.strip(): raise LibConfigError('name', 'a saved selection needs a name', 'type one in the box beside the button')
+    if not self.selection: raise LibConfigError('selection', 'nothing is selected', 'select nodes first')
+    r = self.last_faithfulness if getattr(self, '_faith_of', (None, None))[1] == tuple(self.selection) else None
+    f = None if r is None else {k: getattr(r, k) for k in ('score', 'full', 'baseline', 'eval_type', 'mode', 'n_nodes', 'n_edges')}
+    self.named[name.strip()] = dict(name=name.strip(), nodes=list(self.selection), faithfulness=f)
+    self.named_pick.options = [None] + list(self.named)
+    return self.named[name.strip()]
+
+# %% ../nbs/08_widgets.ipynb #6a382c12
+@patch
+def annotations(self: Explorer) -> Annotations:
+    "The annotations of the graph drawn now: labels, clusters, pins, named selections, controls, edges above the threshold."
+    view, c = self.view, self._weights()
+    labels = self._cluster_labels()
+    nodes = []
+    for n in dict.fromkeys(list(self.pos) + list(self.user_labels) + list(labels)):
+        l, i = parse_node(n)
+        if l not in view.node_layers or ':cluster' in n: continue
+        nodes.append(dict(id=n, layer=l, index=i, label=self.node_label(n), cluster=labels.get(n, -1),
+                          strength=float(c['strength'][l][0][i] + c['strength'][l][1][i])))
+    edges = [dict(src=a, dst=b, weight=float(w)) for (a, b), w in zip(self.pruned.edge_ids(), self.pruned.weight.tolist())]
+    settings = dict(graph=self.graph_sel.value, norm=self.norm.value, mode=self.mode.value, threshold=self.threshold.value,
+                    top_k=self.top_k.value, nodes_per_layer=self.nodes_per_layer.value, layer_range=list(self.layer_range.value),
+                    gamma=self.gamma.value, hide_const=self.hide_const.value, connected=self.connected.value,
+                    colour_clusters=self.colour_clusters.value, collapse=self.collapse.value)
+    return Annotations(dict(path=None if view.path is None else str(view.path), sha256=graph_sha256(view), exp_name=view.exp_name),
+                       settings, nodes, edges, dict(self.cluster_names), dict(labels), list(self.pinned), list(self.named.values()))
+
+@patch
+def save_annotations(self: Explorer, path: str | Path) -> Path:
+    "Write the annotations of the graph drawn now to `path` (JSON)."
+    p = self.annotations().save(path)
+    self.status.value += f'<br>annotations saved to {html.escape(str(p))}'
+    return p
+
+@patch
+def load_annotations(self: Explorer, path: str | Path) -> Annotations:
+    "Restore labels, clusters, pins, named selections and controls from an annotations file."
+    an = Annotations.load(path)
+    s = an.settings
+    self._hold = True
+    try:
+        if s.get('graph') in self.views: self.graph_sel.value = s['graph']
+        ctl = dict(norm=self.norm, mode=self.mode, threshold=self.threshold, top_k=self.top_k, nodes_per_layer=self.nodes_per_layer,
+                   gamma=self.gamma, hide_const=self.hide_const, connected=self.connected, colour_clusters=self.colour_clusters,
+                   collapse=self.collapse)
+        for k, w_ in ctl.items():
+            if k in s and (not hasattr(w_, 'options') or s[k] in w_.options): w_.value = s[k]
+        if 'layer_range' in s: self.layer_range.value = tuple(s['layer_range'])
+    finally: self._hold = False
+    self.pinned = [n for n in an.pins if parse_node(n)[0] in self.view.node_layers]
+    if an.cluster_of: self.cluster_edits[self.graph_sel.value] = {n: int(k) for n, k in an.cluster_of.items()}
+    self.cluster_names = {int(k): v for k, v in an.clusters.items()}
+    self.user_labels = {}
+    auto = {d['id']: self.node_label(d['id']) for d in an.nodes if d.get('label')}
+    self.user_labels = {d['id']: d['label'] for d in an.nodes if d.get('label') and d['label'] != auto[d['id']]}
+    self.named = {d['name']: d for d in an.selections}
+    self.named_pick.options = [None] + list(self.named)
+    self._node_sig = None; self.redraw()
+    warn = an.check(self.view)
+    self.status.value += f'<br>restored annotations from {html.escape(str(path))}' + (f'<br><b style="color:{_PIN}">{html.escape(warn)}</b>' if warn else '')
+    return an
 
 # %% ../nbs/08_widgets.ipynb #17a86b4d
 def chromium_path() -> str | None:
@@ -443,8 +777,11 @@ def _export(self: Explorer, kind: str):
 def explore(graph: Graph | str | Path,           # a Graph, or a path `load_graph` reads
             data: NodeData | None = None,        # activations for top inputs (and the (a, b) heatmap for modadd)
             compare: Graph | str | Path | None = None,  # a second graph (e.g. PCA) to toggle to, same layout rule
-            labels: dict[str, str] | None = None,  # node id -> label (e.g. Fourier labels), shown on hover
+            labels: dict[str, str] | None = None,  # node id -> label (Fourier label, top token), beside the dot and on hover
             ablation: dict | str | Path | None = None,  # a bisect edge-ablation result: enables the by-layer log norm
+            annotations: str | Path | None = None,  # an annotations file (`Explorer.save_annotations`) to restore
+            examples: Callable[[Graph, str], str] | None = None,  # (graph, node id) -> HTML of the node's top-activating examples
             **kwargs) -> Explorer:
     "An interactive explorer of a LIB graph (an ipywidgets widget)."
-    return Explorer(graph, data=data, compare=compare, labels=labels, ablation=ablation, **kwargs)
+    return Explorer(graph, data=data, compare=compare, labels=labels, ablation=ablation, annotations=annotations,
+                    examples=examples, **kwargs)
