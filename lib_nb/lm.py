@@ -22,7 +22,8 @@ from .build import ActivationStore, BuildConfig, load_model
 
 # %% auto #0
 __all__ = ['tlens_config_dict', 'fold_layer_norm_weights', 'save_tlens_model', 'load_tlens_model', 'random_tokens', 'save_tokens',
-           'lm_build_config', 'WordTokenizer', 'dataset_tokenizer', 'token_strings', 'TopExamples', 'top_examples']
+           'lm_build_config', 'WordTokenizer', 'dataset_tokenizer', 'token_strings', 'TopExamples', 'top_examples',
+           'is_lm_graph', 'top_tokens', 'examples_html']
 
 # %% ../nbs/06a_lm.ipynb #0e7c5e9b
 def tlens_config_dict(cfg) -> dict:
@@ -254,3 +255,51 @@ def top_examples(g: Graph | str | Path,   # a language-model graph (its build co
     tok = tokenizer if tokenizer is not None else dataset_tokenizer(g)
     return TopExamples(layer, int(index), toks, [token_strings(tok, t) for t in toks], sample, pos, vals, counts, edges)
 
+
+# %% ../nbs/06a_lm.ipynb #0fc90684
+def is_lm_graph(g: Graph | str | Path) -> bool:
+    "Whether the graph was built on a transformer-lens language model over token data (not modular addition)."
+    cfg = load_graph(g).config or {}
+    return bool(cfg.get('tlens_model_path')) and (cfg.get('dataset') or {}).get('dataset_type') not in (None, 'modular_arithmetic')
+
+def top_tokens(g: Graph | str | Path,            # a language-model graph
+               layer: str,                       # a node layer with a LIB basis
+               batch_size: int | None = None,    # default: the build's
+               tokenizer=None,                   # default: `dataset_tokenizer(g)`
+               device: torch.device | str | None = None
+              ) -> list[str]:
+    "Per LIB feature of `layer`, the token at which its activation is largest over the build's data set (one streamed pass)."
+    g = load_graph(g)
+    if layer not in g.node_layers or g.C.get(layer) is None:
+        raise LibConfigError('layer', f'{layer!r} is not a node layer with a LIB basis', f'choose from {[l for l in g.node_layers if l in g.C]}')
+    s = _lm_store(g, batch_size, torch.device(device) if device is not None else default_device())
+    if ('tokens', layer) not in s['answers']:
+        store, l = s['store'], g.node_layers.index(layer)
+        C = g.C[layer].to(store.model.device, store.model.dtype)
+        best, where, n0 = None, None, 0
+        for x in store.batches(l)():                   # running max per feature; ties: the earliest context
+            P = x.shape[1]
+            v, i = (x @ C).flatten(0, 1).max(0)
+            i = i + n0 * P
+            take = torch.ones_like(v, dtype=torch.bool) if best is None else v > best
+            best, where = (v, i) if best is None else (torch.where(take, v, best), torch.where(take, i, where))
+            n0 += x.shape[0]
+        pos = (where % P).cpu() + (store.inputs.shape[1] - P)   # a last-position layer (P = 1) activates at the last token
+        s['answers'][('tokens', layer)] = store.inputs[(where // P).cpu(), pos].cpu()
+    return token_strings(tokenizer if tokenizer is not None else dataset_tokenizer(g), s['answers'][('tokens', layer)])
+
+def examples_html(g: Graph | str | Path,         # a language-model graph
+                  layer: str, index: int,        # the node
+                  k: int = 8,                    # contexts shown
+                  bins: int = 24                 # histogram bars
+                 ) -> str:
+    "HTML of a node's top-activating contexts (activating token in bold) and its activation histogram, for the explorer's panel."
+    te = top_examples(g, layer, index, k=k, bins=bins)
+    rows = ''.join(f'<tr><td>{float(v):.3g}</td><td>{te.marked(i, "<b>{}</b>")}</td></tr>'
+                   for i, v in enumerate(te.value))
+    h = te.hist_counts.double()
+    bars = ''.join(f'<rect x="{2 * j}" y="{30 - 30 * float(c / h.max()):.1f}" width="1.6" height="{30 * float(c / h.max()):.1f}"/>'
+                   for j, c in enumerate(h))
+    lo, hi = float(te.hist_edges[0]), float(te.hist_edges[-1])
+    return (f'<table class="lib-nb-top">{rows}</table><svg width="{2 * bins}" height="30" viewBox="0 0 {2 * bins} 30" '
+            f'class="lib-nb-hist">{bars}</svg> <small>activation over the data set, {lo:.3g} to {hi:.3g}</small>')

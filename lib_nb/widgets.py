@@ -15,6 +15,7 @@ from fastcore.basics import patch
 from .core import LibConfigError
 from .graph import Graph, load_graph
 from . import ablation as _ablation
+from .lm import examples_html, is_lm_graph, top_tokens
 from .analysis import (Annotations, NodeData, Pruned, auto_eps, cluster_name, collapse, drawn_layout, edge_eps_from_bisect,
                        fourier_label, fourier_shares, graph_sha256, layout, merge_clusters, modularity_clusters, node_edges,
                        node_id, node_order, node_strengths, nonconst_block, normalised_edges, parse_node, prune,
@@ -782,6 +783,12 @@ def explore(graph: Graph | str | Path,           # a Graph, or a path `load_grap
             annotations: str | Path | None = None,  # an annotations file (`Explorer.save_annotations`) to restore
             examples: Callable[[Graph, str], str] | None = None,  # (graph, node id) -> HTML of the node's top-activating examples
             **kwargs) -> Explorer:
-    "An interactive explorer of a LIB graph (an ipywidgets widget)."
-    return Explorer(graph, data=data, compare=compare, labels=labels, ablation=ablation, annotations=annotations,
+    "An interactive explorer of a LIB graph (an ipywidgets widget); a language model's nodes get top tokens and examples."
+    g = load_graph(graph)
+    if is_lm_graph(g):                         # defaults from the graph's own model and data set (`lib_nb.lm`)
+        if examples is None: examples = lambda view, node: examples_html(view, *parse_node(node))
+        if labels is None:
+            try: labels = {node_id(l, i): t for l in g.node_layers if l in g.C for i, t in enumerate(top_tokens(g, l))}
+            except LibConfigError: labels = None        # no model or data at hand: the panel says why on a click
+    return Explorer(g, data=data, compare=compare, labels=labels, ablation=ablation, annotations=annotations,
                     examples=examples, **kwargs)
