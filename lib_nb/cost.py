@@ -153,7 +153,9 @@ def jacobian_flops(model,                  # the folded SectionedModel of the bu
                 tan = torch.zeros(4, *zf.shape, dtype=zf.dtype, device=zf.device); tan[..., 0] = zf[..., 0]
                 c4, c2 = count_flops(push, tan), count_flops(push, tan[:2])
                 per_e, primal = (c4 - c2) / 2, count_flops(batched_jvp, H, zf)
-                out['edges'] += (r * (per_e + 3 * B * T * yh.shape[2]) + primal) * n_samples / B
+                signs = 2 * Re * B * T * yh.shape[2] if Re else 0   # the sources' signs, contracted per tangent
+                out['edges'] += (r * (per_e + 3 * B * T * yh.shape[2] + signs) + primal * (1 + 1 / B)   # a one-sample probe
+                                 + 2 * B * P * d * r) * n_samples / B                            # f̂ = f C
             else:
                 _, fnh = batched_vjp(H, zf)
                 pw = mode == 'positionwise'                # one pull-back per output row (e_i at every position)
