@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .core import Float
 from .models import (SectionedModel, SequentialTransformer, MLP, Layer, module_type, compute_dtype,
-    LNVar, LNOut, AttnIn, AttnOut, Add, Linear, Act, _rotate)
+    LNVar, LNOut, AttnIn, AttnOut, Add, Linear, Act)
 from torch.func import jvp, vjp, vmap
 
 # %% auto #0
@@ -362,12 +362,12 @@ def _rotary_sin_cos(P: int, rotary_dim: int, base: float, like: Tensor) -> tuple
     angles = torch.arange(P, dtype=hp, device=like.device)[:, None] / freq[None, :]
     return torch.sin(angles).to(like.dtype)[:, None, :], torch.cos(angles).to(like.dtype)[:, None, :]
 
-def _unrotate_delta(g: Tensor, rotary_dim: int, base: float) -> Tensor:
-    "`Rᵀg − g` on the first `rotary_dim` dims of `g [n, batch, pos, head, d_head]` (`R`: `_rotate`, orthogonal per position)."
-    n = rotary_dim // 2
+def _rotation_delta(g: Tensor, rotary_dim: int, base: float, transpose: bool = False) -> Tensor:
+    "`Rg − g` (or `Rᵀg − g`) on the first `rotary_dim` dims of `g [n, batch, pos, head, d_head]`, `R` the GPT-NeoX rotation per position."
+    n, sgn = rotary_dim // 2, (1 if transpose else -1)
     sin, cos = _rotary_sin_cos(g.shape[-3], rotary_dim, base, g)
-    a, b = g[..., :n], g[..., n:rotary_dim]                        # forward: (a, b) -> (a c - b s, b c + a s)
-    return torch.cat([a * (cos - 1) + b * sin, b * (cos - 1) - a * sin], -1)
+    a, b = g[..., :n], g[..., n:rotary_dim]                        # R: (a, b) -> (a c − b s, b c + a s)
+    return torch.cat([a * (cos - 1) + sgn * b * sin, b * (cos - 1) - sgn * a * sin], -1)
 
 class _Saved:
     "What one module's pull-back needs from its forward pass."
@@ -428,7 +428,7 @@ def _pull_back(m, mid: str, parts: tuple, s: _Saved | None, cots: tuple) -> tupl
         if m.rotary_dim is not None:                                           # the rotation's transpose on its few dims
             rd = m.rotary_dim
             for g, W in ((gq, m.W_Q), (gk, m.W_K)):
-                dlt = _unrotate_delta(g.unflatten(-1, (H, -1)), rd, m.rotary_base)
+                dlt = _rotation_delta(g.unflatten(-1, (H, -1)), rd, m.rotary_base, transpose=True)
                 gx.addmm_(rows(dlt.flatten(-2)), W[:, :, :rd].permute(1, 0, 2).flatten(1).T)
         return (gx.view(*gv.shape[:-1], D), gr)
     if isinstance(m, AttnOut):
@@ -482,7 +482,12 @@ def _push_forward(m, mid: str, parts: tuple, s: _Saved | None, tans: tuple) -> t
         nq = m.W_Q.shape[0] * m.W_Q.shape[2]
         tq, tk, tv = g[..., :nq], g[..., nq:2 * nq], g[..., 2 * nq:]
         if m.rotary_dim is not None:
-            tq, tk = (_rotate(t.unflatten(-1, (H, -1)), m.rotary_dim, m.rotary_base).flatten(-2) for t in (tq, tk))
+            rd, out = m.rotary_dim, []
+            for t in (tq, tk):
+                t = t.unflatten(-1, (H, -1)).clone()
+                t[..., :rd] += _rotation_delta(t, rd, m.rotary_base)
+                out.append(t.flatten(-2))
+            tq, tk = out
         return (tq, tk, tv, tr)
     if isinstance(m, AttnOut):
         tq, tk, tv, tr = tans
