@@ -13,8 +13,10 @@ Workloads (defined in ../shared/bench/ANCHORS.md; random weights from `HookedTra
 
 `--quick` shrinks every workload to 8 samples x 16 tokens (a smoke run); `--n/--ctx` set the size explicitly.
 Each line: {"workload", "phase", "seconds", "peak_mem_mb", "device", "machine", ...}; phases are build_graph's
-(load, activations, grams, bases, edges) plus "wall" and "flops" (the counted floating-point operations of the
-bases and edges phases, their rates, and on a GPU the fraction of its peak rate).
+(load, activations, grams, bases, edges) plus "gemm" (this machine's float64 GEMM rate, a large `torch.mm` timed in
+the same run, before and after the build), "wall" and "flops" (the counted floating-point operations of the bases and
+edges phases, their GFLOP/s, the fraction of the measured GEMM rate, and on a GPU the fraction of its peak rate).
+Each line also carries `os.getloadavg()` (the machine is shared: timings are only comparable within one run).
 """
 import argparse, json, os, platform, sys, tempfile, time
 from pathlib import Path
@@ -51,10 +53,25 @@ def make_model(arch: dict, seed: int = 0):
         return HookedTransformer(HookedTransformerConfig(**arch, dtype=torch.float64, device='cpu')).eval()
 
 
+def gemm_rate(device: str, dtype=None, n: int = 3000, reps: int = 3) -> float:
+    "Best of `reps` timed `torch.mm` of two `n × n` matrices (float64 unless `dtype`): the machine's GEMM rate in FLOP/s."
+    import torch
+    dtype = dtype or torch.float64
+    a = torch.randn(n, n, dtype=dtype, device=device); b = torch.randn(n, n, dtype=dtype, device=device)
+    best = float('inf')
+    for _ in range(reps + 1):                                  # the first call warms up
+        if device.startswith('cuda'): torch.cuda.synchronize()
+        t = time.perf_counter(); a @ b
+        if device.startswith('cuda'): torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
 def run(name: str, n: int, ctx: int, device: str, max_memory_gb=None, peak_tflops=None, count_flops=True, emit_extra=None):
     import torch
     import lib_nb.build as B
-    from lib_nb.lm import save_tlens_model, random_tokens, save_tokens, lm_build_config, jacobian_flops
+    from lib_nb.lm import save_tlens_model, random_tokens, save_tokens, lm_build_config
+    from lib_nb.cost import jacobian_flops
     arch, _, _, over = WORKLOADS[name]
     machine = (torch.cuda.get_device_name(torch.device(device)) if device.startswith('cuda') else
                f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads')
@@ -62,7 +79,10 @@ def run(name: str, n: int, ctx: int, device: str, max_memory_gb=None, peak_tflop
 
     def emit(phase, seconds, peak, **more):
         print(json.dumps(dict(workload=wl, phase=phase, seconds=round(seconds, 4), peak_mem_mb=round(peak, 1), device=device,
-                              machine=machine, **more)), flush=True)
+                              machine=machine, loadavg=[round(v, 2) for v in os.getloadavg()], **more)), flush=True)
+
+    t = time.perf_counter(); gemm0 = gemm_rate(device)
+    emit('gemm', time.perf_counter() - t, B.peak_memory_mb(), gflops_per_s=round(gemm0 / 1e9, 2), when='before the build')
 
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
@@ -79,6 +99,9 @@ def run(name: str, n: int, ctx: int, device: str, max_memory_gb=None, peak_tflop
         g = B.build_graph(cfg, device=device, on_phase=emit)
         wall = time.perf_counter() - t
         emit('wall', wall, g.extra['peak_mem_mb'], widths=g.widths)
+        t = time.perf_counter(); gemm1 = gemm_rate(device)
+        emit('gemm', time.perf_counter() - t, B.peak_memory_mb(), gflops_per_s=round(gemm1 / 1e9, 2), when='after the build')
+        gemm = (gemm0 + gemm1) / 2
         if count_flops:
             model, _ = B.load_model(cfg, device=device)
             from lib_nb.data import load_dataset, dataset_inputs_labels
@@ -90,7 +113,9 @@ def run(name: str, n: int, ctx: int, device: str, max_memory_gb=None, peak_tflop
                 peak = next((v.get(cfg.dtype) for k, v in PEAK_TFLOPS.items() if k in machine), None)
             frac = {k: r / (peak * 1e12) for k, r in rates.items()} if peak else None
             emit('flops', sum(g.timings.get(k, 0) for k in fl), g.extra['peak_mem_mb'], flops=fl,
-                 tflops_per_s={k: round(r / 1e12, 6) for k, r in rates.items()}, peak_tflops=peak,
+                 phase_seconds={k: round(g.timings[k], 3) for k in fl if g.timings.get(k)},
+                 gflops_per_s={k: round(r / 1e9, 2) for k, r in rates.items()}, gemm_gflops_per_s=round(gemm / 1e9, 2),
+                 fraction_of_gemm={k: round(r / gemm, 3) for k, r in rates.items()}, peak_tflops=peak,
                  fraction_of_peak=frac)
 
 

@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.func import vjp, vmap
 
 from .core import Float, LibConfigError
-from .jacobians import M_dash_from_jacobian
+from .jacobians import M_dash_from_jacobian, batched_vjp, lib_coordinates
 
 # %% auto #0
 __all__ = ['INTEGRATION_RULES', 'BASIS_FORMULAS', 'integration_points', 'as_batches', 'check_acts', 'gram_sum', 'MeanAccumulator',
@@ -212,8 +212,8 @@ def pca_basis(gram: Float[Tensor, "orig orig"],      # the node layer's gram (eq
 BASIS_FORMULAS = ('jacobian', '(1-0)*alpha', '(1-alpha)^2', 'svd', 'neuron')
 
 def _rotated(F: Callable, C_next: Tensor | None) -> Callable:
-    "`F̂(z) = F(z) C_next` (eq. 6); `F` itself when `C_next` is absent."
-    return F if C_next is None else (lambda z: F(z) @ C_next)
+    "`F̂(z) = F(z) C_next` (eq. 6), with `F`'s exact batched pull-back when it has one; `F` itself when `C_next` is absent."
+    return F if C_next is None else lib_coordinates(F, None, C_next)
 
 def plain_acts(acts: Tensor) -> Tensor:
     "A tensor usable by autograd (inference tensors are cloned)."
@@ -288,7 +288,7 @@ def jacobian_M_dash_batch(F: Callable,                    # section F_l: [batch,
                                   mem_budget, max_chunk)
     fns = []
     for a in alphas:
-        out, fn = vjp(Fh, acts * a)
+        out, fn = batched_vjp(Fh, acts * a)                    # exact batched pull-backs, or vmap of vjp
         fns.append(fn)
     _, T, I = out.shape
     n = n_sources(T, I, n_sources_pos, n_sources_hidden)
@@ -305,7 +305,7 @@ def _weighted_pullback(fns: list, weights: list[float], cot: Tensor) -> Tensor:
     "`Σ_k w_k` (pull-back of `cot` at integration point k), vectorised over a chunk of cotangents."
     g = None
     for w, fn in zip(weights, fns):
-        gk = vmap(fn)(cot)[0]
+        gk = fn(cot)
         g = gk * w if g is None else g.add_(gk, alpha=w)
     return g
 
@@ -332,7 +332,7 @@ def _causal_M_dash(Fh: Callable, acts: Tensor, alphas: list[float], weights: lis
         q0, q1 = max(lo, t * per_pos), min(hi, (t + 1) * per_pos)
         if q0 >= q1: continue
         x = acts[:, :t + 1]
-        fns = [vjp(Fh, x * a)[1] for a in alphas]
+        fns = [batched_vjp(Fh, x * a)[1] for a in alphas]
         c = chunk_size(q1 - q0, _pullback_bytes(B, t + 1, d, t + 1, I, len(alphas), acts.element_size()), mem_budget, max_chunk)
         for s in range(q0, q1, c):
             cot = source_cotangents(list(range(s, min(s + c, q1))), B, t + 1, I, None, n_sources_hidden, generator,
@@ -395,7 +395,7 @@ def _positionwise_M_dash(Fh: Callable, acts: Tensor, alphas: list[float], weight
     M = torch.zeros(d, d, dtype=torch.float64, device=acts.device)
     for x0 in range(0, B, b):
         xb = acts[x0:x0 + b]; nb = xb.shape[0]
-        fns = [vjp(Fh, xb * a)[1] for a in alphas]
+        fns = [batched_vjp(Fh, xb * a)[1] for a in alphas]
         c = chunk_size(I, per_dir * nb // B, max(1, rest - nb * per_sample), max_chunk)
         J = torch.empty(nb, P, I, d, dtype=acts.dtype, device=acts.device)   # J[x, s, i] = ∂F̂_{s,i}/∂z_s
         for i0 in range(0, I, c):

@@ -13,7 +13,7 @@ from torch.func import jvp, vjp, vmap
 from torch.utils.flop_counter import FlopCounterMode
 
 from .core import LibConfigError
-from .jacobians import section_chain
+from .jacobians import section_chain, batched_vjp, batched_jvp, lib_coordinates
 from .bases import basis_mode
 from .edges import edge_mode
 
@@ -125,13 +125,13 @@ def jacobian_flops(model,                  # the folded SectionedModel of the bu
         f = acts[l]
         Cn = g.C.get(b)
         Cn = None if Cn is None else Cn.to(f.device, f.dtype)
-        Fh = (lambda z, l=l, Cn=Cn: model.section(l, z) if Cn is None else model.section(l, z) @ Cn)
-        y, fn = vjp(Fh, f)
+        sec = section_chain(model, l, l + 1)               # what the build runs: causal, position-wise, its pull-back
+        Fh = lib_coordinates(sec, None, Cn)
+        y, fn = batched_vjp(Fh, f)
         (_, P, d), (_, T, I) = f.shape, y.shape
-        sec = section_chain(model, l, l + 1)               # what the build runs: causal, position-wise
         cot = torch.zeros(2, *y.shape, dtype=y.dtype, device=y.device); cot[:, :, 0, 0] = 1
-        fwd = count_flops(vjp, Fh, f)
-        pull = count_flops(vmap(fn), cot) / 2             # vectorised pull-backs count linearly
+        fwd = count_flops(batched_vjp, Fh, f)
+        pull = count_flops(fn, cot) / 2                   # vectorised pull-backs count linearly
         n_src = (Rp or T) * (Rh or I)
         bmode = basis_mode(P, T, I, Rp, Rh, None, sec.causal, sec.positionwise)
         if bmode == 'positionwise':                                                            # I pull-backs, Σ JᵀSJ
@@ -143,23 +143,25 @@ def jacobian_flops(model,                  # the folded SectionedModel of the bu
         if cfg.calculate_edges and (a, b) in g.E_hat:
             C, Cp = g.C.get(a), g.C_pinv.get(a)
             r = f.shape[2] if C is None else C.shape[1]
-            H = lambda z, l=l, Cp=Cp, Cn=Cn: Fh(z if Cp is None else z @ Cp.to(z.device, z.dtype))
+            H = lib_coordinates(sec, None if Cp is None else Cp.to(f.device, f.dtype), Cn)
             zf = f if C is None else f @ C.to(f.device, f.dtype)
             yh = H(zf)
             rows = (Re or T) * yh.shape[2]
             mode = edge_mode('auto', r, yh.shape[2], P, T, Re, sec.causal, sec.positionwise)   # what lib_nb.edges runs
-            if mode == 'forward':                          # each chunk of (at least four) tangents re-runs the primal
-                jv = vmap(lambda u, H=H, zf=zf: jvp(H, (zf,), (u,))[1])
+            if mode == 'forward':                          # the primal once per batch, then the tangents vectorised
+                _, push = batched_jvp(H, zf)
                 tan = torch.zeros(4, *zf.shape, dtype=zf.dtype, device=zf.device); tan[..., 0] = zf[..., 0]
-                c4, c2 = count_flops(jv, tan), count_flops(jv, tan[:2])
-                per_e, primal = (c4 - c2) / 2, 2 * c2 - c4   # the primal runs once per call, the tangents vectorised
-                out['edges'] += (r * (per_e + 3 * B * T * yh.shape[2]) + -(-r // 4) * primal) * n_samples / B
+                c4, c2 = count_flops(push, tan), count_flops(push, tan[:2])
+                per_e, primal = (c4 - c2) / 2, count_flops(batched_jvp, H, zf)
+                signs = 2 * Re * B * T * yh.shape[2] if Re else 0   # the sources' signs, contracted per tangent
+                out['edges'] += (r * (per_e + 3 * B * T * yh.shape[2] + signs) + primal * (1 + 1 / B)   # a one-sample probe
+                                 + 2 * B * P * d * r) * n_samples / B                            # f̂ = f C
             else:
-                _, fnh = vjp(H, zf)
+                _, fnh = batched_vjp(H, zf)
                 pw = mode == 'positionwise'                # one pull-back per output row (e_i at every position)
                 coth = torch.zeros(2, *yh.shape, dtype=yh.dtype, device=yh.device); coth[:, :, 0, 0] = 1
-                per_e = count_flops(vmap(fnh), coth) / 2
+                per_e = count_flops(fnh, coth) / 2
                 if pw: n_pass, extra = yh.shape[2], 3 * B * P * r + (2 * Re * B * T * r if Re else 0)
                 else: n_pass, extra = rows * ((P + 1) / (2 * P) if mode == 'prefix' else 1), 3 * B * P * r
-                out['edges'] += (count_flops(vjp, H, zf) + n_pass * (per_e + extra)) * n_samples / B
+                out['edges'] += (count_flops(batched_vjp, H, zf) + n_pass * (per_e + extra)) * n_samples / B
     return out

@@ -13,7 +13,7 @@ from torch.func import jvp, vjp, vmap
 
 from .core import Float, LibConfigError, parse_dtype
 from .bases import as_batches, integration_points, check_acts, plain_acts, rademacher, chunk_size, row_cotangents
-from .jacobians import squared_edges_from_jacobian
+from .jacobians import squared_edges_from_jacobian, batched_vjp, batched_jvp, lib_coordinates
 
 # %% auto #0
 __all__ = ['EDGE_FORMULAS', 'EDGE_MODES', 'Edges', 'check_edge_formula', 'edge_mode', 'squared_edges_batch',
@@ -49,11 +49,8 @@ def check_edge_formula(formula: str, rule: str = 'gradient', n_sources_edges: in
                              'set edge_formula: squared or drop n_stochastic_sources_edges')
 
 def _lib_section(F: Callable, C_in_pinv: Tensor | None, C_next: Tensor | None) -> Callable:
-    "`Ĥ(ẑ) = F(ẑ C⁺) C^{l+1}` (eq. 19); absent matrices are identities."
-    def H(zh):
-        y = F(zh if C_in_pinv is None else zh @ C_in_pinv)
-        return y if C_next is None else y @ C_next
-    return H
+    "`Ĥ(ẑ) = F(ẑ C⁺) C^{l+1}` (eq. 19); absent matrices are identities; `F`'s exact batched pull-back carried along."
+    return lib_coordinates(F, C_in_pinv, C_next)
 
 # %% ../nbs/05_edges.ipynb #d601aecd
 def _edge_cotangents(pairs: list[tuple[int, int]], batch: int, T: int, I: int, stochastic: bool,
@@ -75,7 +72,7 @@ def _causal_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float], weigh
         fh = f_hat[:, :t + 1]
         fns = []
         for a in alphas:
-            out, fn = vjp(H, fh * a)
+            out, fn = batched_vjp(H, fh * a)
             fns.append(fn)
         I = out.shape[2]
         lo, hi = out_range or (0, I)
@@ -95,7 +92,7 @@ def _weighted_J(fns: list, weights: list[float], cot: Tensor, f_hat: Tensor, acc
     "`Σ_k w_k f̂ ⊙ pull-back_k(cot)` in `acc`: `[c, batch, rib_in]` summed over input positions (eq. 20), else `[c, batch, P, rib_in]`."
     J = None
     for w, fn in zip(weights, fns):
-        Jk = vmap(fn)(cot)[0] * f_hat
+        Jk = fn(cot) * f_hat
         Jk = (Jk.sum(-2) if sum_pos else Jk).mul_(w).to(acc)
         J = Jk if J is None else J.add_(Jk)
     return J
@@ -110,7 +107,6 @@ def _forward_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float], weig
     "Eq. 20–23 in forward mode: the tangent `f̂_j` (direction `j`, every position) gives `J_{x,t,i,j}` for all `(t, i)` at once."
     B, P, r = f_hat.shape
     lo, hi = out_range or (0, I)
-    Hs = H if (lo, hi) == (0, I) else (lambda z: H(z)[..., lo:hi])
     S = _edge_signs(n_sources, hi - lo, B, T, generator, f_hat, acc)
     E = torch.zeros(hi - lo, r, dtype=torch.float64, device=f_hat.device)
     per_sample = _edge_bytes(1, P, r, T, hi - lo, r, f_hat.element_size())   # one tangent, one sample
@@ -119,14 +115,14 @@ def _forward_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float], weig
     b = max(1, min(B, mem_budget // (c * per_sample)))
     for b0 in range(0, B, b):
         fh = f_hat[b0:b0 + b]
+        pushes = [batched_jvp(H, fh * a)[1] for a in alphas]    # exact batched tangents, or vmap of jvp
         for j0 in range(0, r, c):
             cols = torch.arange(j0, min(j0 + c, r), device=f_hat.device)
             U = torch.zeros(len(cols), *fh.shape, dtype=fh.dtype, device=fh.device)
             U[torch.arange(len(cols), device=fh.device), :, :, cols] = fh[..., cols].permute(2, 0, 1)   # unscaled f̂_j
             J = None
-            for a, w in zip(alphas, weights):
-                z = fh * a
-                Jk = vmap(lambda u: jvp(Hs, (z,), (u,))[1])(U).mul_(w).to(acc)        # [c, b, T, rows]
+            for push, w in zip(pushes, weights):
+                Jk = push(U)[..., lo:hi].mul_(w).to(acc)                          # [c, b, T, rows]
                 J = Jk if J is None else J.add_(Jk)
             if S is None: E[:, cols] += J.to(torch.float64).square().sum((1, 2)).T
             else: E[:, cols] += torch.einsum('ribt,jbti->rijb', S[:, :, b0:b0 + b], J).to(torch.float64).square().sum((0, 3))
@@ -145,7 +141,7 @@ def _positionwise_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float],
     B, P, r = f_hat.shape
     lo, hi = out_range or (0, I)
     S = _edge_signs(n_sources, hi - lo, B, T, generator, f_hat, acc)
-    fns = [vjp(H, f_hat * a)[1] for a in alphas]
+    fns = [batched_vjp(H, f_hat * a)[1] for a in alphas]
     c = chunk_size(hi - lo, _edge_bytes(B, P, r, T, I, r, f_hat.element_size()), mem_budget, max_chunk)
     E = torch.zeros(hi - lo, r, dtype=torch.float64, device=f_hat.device)
     for i0 in range(lo, hi, c):
@@ -205,7 +201,7 @@ def squared_edges_batch(F: Callable,                          # section F_l
     if path == 'prefix': return _causal_squared_edges(H, f_hat, alphas, weights, out_range, acc, mem_budget, max_chunk)
     fns = []
     for a in alphas:
-        out, fn = vjp(H, f_hat * a)
+        out, fn = batched_vjp(H, f_hat * a)
         fns.append(fn)
     pairs = [(t, i) for t in range(n_sources or T) for i in range(lo, hi)]   # position-like index outer
     E = torch.zeros(hi - lo, r, dtype=torch.float64, device=acts.device)
@@ -239,13 +235,13 @@ def functional_edges_batch(F: Callable, acts: Float[Tensor, "batch pos orig"],
     per_dir = _edge_bytes(B, P, r, T, I, acts.shape[-1], acts.element_size())
     c = chunk_size(hi - lo, per_dir, mem_budget, max_chunk)
     for a, w in zip(alphas, weights):
-        out, fn = vjp(H, f_hat * a)
+        out, fn = batched_vjp(H, f_hat * a)
         resid = 2 * (target - out.detach())                           # −∂/∂Ĥ(ẑ) of the bracket
         for s in range(lo, hi, c):
             idx = torch.arange(s, min(s + c, hi), device=acts.device)
             cot = torch.zeros(len(idx), B, T, I, dtype=acts.dtype, device=acts.device)
             cot[torch.arange(len(idx), device=acts.device), :, :, idx] = resid[..., idx].permute(2, 0, 1)
-            E[idx - lo] += w * (vmap(fn)(cot)[0] * f_hat).sum((1, 2))
+            E[idx - lo] += w * (fn(cot) * f_hat).sum((1, 2))
     return E
 
 # %% ../nbs/05_edges.ipynb #ca757bea

@@ -10,11 +10,14 @@ import torch
 from torch import Tensor
 
 from .core import Float
-from .models import SectionedModel, SequentialTransformer, MLP, Layer, module_type, compute_dtype
+from .models import (SectionedModel, SequentialTransformer, MLP, Layer, module_type, compute_dtype,
+    LNVar, LNOut, AttnIn, AttnOut, Add, Linear, Act)
+from torch.func import jvp, vjp, vmap
 
 # %% auto #0
 __all__ = ['GEMM_TABLE_BYTES', 'section_shape', 'section_jacobian', 'section_jacobian_fn', 'M_dash_from_jacobian',
-           'squared_edges_from_jacobian', 'section_chain']
+           'squared_edges_from_jacobian', 'section_pullback', 'section_pushforward', 'batched_vjp', 'batched_jvp',
+           'lib_coordinates', 'section_chain']
 
 # %% ../nbs/01a_jacobians.ipynb #ec3d952c
 def _dact(act: Callable, h: Tensor) -> Tensor:
@@ -346,9 +349,245 @@ def squared_edges_from_jacobian(jac: Callable, acts: Float[Tensor, "batch pos or
         E += J.to(torch.float64).square().sum((0, 1))
     return E
 
+# %% ../nbs/01a_jacobians.ipynb #c0e7d49b
+def _ln_xc(r: Tensor, d: int) -> Tensor:
+    x = r[..., :d]
+    return x - x.mean(-1, keepdim=True)
+
+def _rotary_sin_cos(P: int, rotary_dim: int, base: float, like: Tensor) -> tuple[Tensor, Tensor]:
+    "`sin, cos [P, 1, rotary_dim/2]` of the GPT-NeoX rotary angles, computed as `_rotate` computes them."
+    n = rotary_dim // 2
+    hp = torch.float64 if like.dtype == torch.float64 else torch.float32
+    freq = base ** (torch.arange(n, dtype=hp, device=like.device) / n)
+    angles = torch.arange(P, dtype=hp, device=like.device)[:, None] / freq[None, :]
+    return torch.sin(angles).to(like.dtype)[:, None, :], torch.cos(angles).to(like.dtype)[:, None, :]
+
+def _rotation_delta(g: Tensor, rotary_dim: int, base: float, transpose: bool = False) -> Tensor:
+    "`Rg − g` (or `Rᵀg − g`) on the first `rotary_dim` dims of `g [n, batch, pos, head, d_head]`, `R` the GPT-NeoX rotation per position."
+    n, sgn = rotary_dim // 2, (1 if transpose else -1)
+    sin, cos = _rotary_sin_cos(g.shape[-3], rotary_dim, base, g)
+    a, b = g[..., :n], g[..., n:rotary_dim]                        # R: (a, b) -> (a c − b s, b c + a s)
+    return torch.cat([a * (cos - 1) + sgn * b * sin, b * (cos - 1) - sgn * a * sin], -1)
+
+class _Saved:
+    "What one module's pull-back needs from its forward pass."
+    def __init__(self, **kw): self.__dict__.update(kw)
+
+def _forward_saving(m, mid: str, parts: tuple) -> tuple[tuple, _Saved]:
+    "Run module `m` on `parts`, keeping what `_pull_back` needs."
+    t = module_type(mid)
+    if isinstance(m, AttnOut):
+        q, k, v, r = parts
+        H, dh = m.n_heads, m.d_head
+        q, k, v = q.unflatten(-1, (H, dh)), k.unflatten(-1, (H, dh)), v.unflatten(-1, (H, -1))
+        P = q.shape[-3]
+        scores = torch.einsum('bqhe,bkhe->bhqk', q, k) / m.scale
+        qi, ki = torch.arange(P, device=q.device)[:, None], torch.arange(P, device=q.device)[None, :]
+        keep = ki <= qi
+        if m.window is not None: keep = keep & (ki > qi - m.window)
+        A = torch.where(keep, scores, torch.tensor(float('-inf'), dtype=scores.dtype, device=q.device)).softmax(-1)
+        return m(*parts), _Saved(A=A, q=q.transpose(1, 2), k=k.transpose(1, 2), v=v.transpose(1, 2))   # [B, H, P, e]
+    if isinstance(m, Act): return m(*parts), _Saved(dact=_dact(m.act, parts[0]))
+    if isinstance(m, (LNVar, LNOut)) and m.has_ln:
+        r = parts[1] if isinstance(m, LNOut) or m.parallel else parts[0]
+        if isinstance(m, LNOut): return m(*parts), _Saved(xc=_ln_xc(r, m.d), var=parts[0])
+        return m(*parts), _Saved(xc=_ln_xc(r, m.d))
+    return m(*parts), None
+
+def _pad_d(g: Tensor, w: int) -> Tensor:
+    "`g [..., d]` padded with zeros to width `w` (the folded constant coordinate gets no gradient from the LN's first `d`)."
+    return g if g.shape[-1] == w else torch.cat([g, g.new_zeros(*g.shape[:-1], w - g.shape[-1])], -1)
+
+def _pull_back(m, mid: str, parts: tuple, s: _Saved | None, cots: tuple) -> tuple:
+    "Cotangents of a module's input parts from those of its output parts, each `[n, batch, pos, width]` (n cotangents at once)."
+    if isinstance(m, Add):
+        return (cots[0], cots[0] + cots[1]) if m.keep_resid else (cots[0], cots[0])
+    if isinstance(m, LNVar):                                              # var = mean(x_c²): ∂var/∂x = 2 x_c / d
+        if not m.has_ln: return cots
+        gv, gr = cots[0], cots[1].clone()
+        gr[..., :m.d].addcmul_(gv, s.xc, value=2 / m.d)
+        return (cots[2], gr) if m.parallel else (gr,)
+    if isinstance(m, LNOut):                                              # y = x_c / σ with var an input: x̄ = (ȳ − mean ȳ)/σ
+        if not m.has_ln: return cots if m.final else (cots[0] + cots[1],)
+        var, d, gy = s.var, m.d, cots[0]
+        sig = (var.clamp(min=0) + m.eps).sqrt()
+        gd = gy[..., :d]
+        gvar = (gd * s.xc).sum(-1, keepdim=True).mul_((var >= 0) / (-2 * sig ** 3))
+        gr = gy.clone() if (m.parallel or m.final) else gy + cots[1]      # the carried constant (folded) passes through
+        gr[..., :d] = (gd - gd.mean(-1, keepdim=True)).div_(sig)
+        if not (m.parallel or m.final): gr[..., :d] += cots[1][..., :d]
+        if m.parallel: return (gvar, gr, cots[1])
+        return (gvar, gr) if m.final else (gvar, gr)
+    if isinstance(m, AttnIn):                                             # x̄ = Σ Rᵀq̄ W_Qᵀ + Rᵀk̄ W_Kᵀ + v̄ W_Vᵀ, accumulated in GEMMs
+        gq, gk, gv, gr = cots
+        H, D = m.W_Q.shape[0], m.W_Q.shape[1]
+        flat = lambda W: W.permute(1, 0, 2).flatten(1)                       # [H, D, e] -> [D, H·e]
+        rows = lambda g: g.reshape(-1, g.shape[-1])
+        gx = rows(gv) @ flat(m.W_V).T
+        gx.addmm_(rows(gq), flat(m.W_Q).T).addmm_(rows(gk), flat(m.W_K).T)
+        if m.rotary_dim is not None:                                           # the rotation's transpose on its few dims
+            rd = m.rotary_dim
+            for g, W in ((gq, m.W_Q), (gk, m.W_K)):
+                dlt = _rotation_delta(g.unflatten(-1, (H, -1)), rd, m.rotary_base, transpose=True)
+                gx.addmm_(rows(dlt.flatten(-2)), W[:, :, :rd].permute(1, 0, 2).flatten(1).T)
+        return (gx.view(*gv.shape[:-1], D), gr)
+    if isinstance(m, AttnOut):
+        gy, gr = cots
+        n, B, P, _ = gy.shape
+        H, A = m.n_heads, s.A                                                 # [B, H, T, P]
+        dv = s.v.shape[-1]
+        gz = (gy @ m.W_O.flatten(0, 1).T).view(n, B, P, H, dv).permute(1, 3, 0, 2, 4)   # [B, H, n, T, dv]
+        gvv = (A.mT[:, :, None] @ gz)                                         # Σ_t A[t, s] z̄[t]: [B, H, n, P, dv]
+        gA = gz.flatten(2, 3) @ s.v.mT                                        # [B, H, n·T, P]: one GEMM per (b, h)
+        gA = gA.view(B, H, n, P, -1)
+        A1 = A[:, :, None]
+        gS = gA.mul_(A1)                                                      # softmax: A ⊙ (Ā − Σ_s A Ā), in place
+        gS.addcmul_(A1, gS.sum(-1, keepdim=True), value=-1)
+        gq = (gS.flatten(2, 3) @ (s.k / m.scale)).view(B, H, n, P, -1)        # [B, H, n, T, dh]
+        gk = gS.mT @ (s.q / m.scale)[:, :, None]                              # [B, H, n, P, dh]
+        back = lambda g: g.permute(2, 0, 3, 1, 4).flatten(-2)                # -> [n, B, P, H·e]
+        return (back(gq), back(gk), back(gvv), gr)
+    if isinstance(m, Linear):
+        W = getattr(m, m.names[0])
+        return (cots[0] @ W.T, *cots[1:])
+    if isinstance(m, Act): return (cots[0] * s.dact, cots[1])
+    raise NotImplementedError(f'no pull-back for module {mid!r} ({type(m).__name__})')
+
+def _push_forward(m, mid: str, parts: tuple, s: _Saved | None, tans: tuple) -> tuple:
+    "Tangents of a module's output parts from those of its input parts, each `[n, batch, pos, width]` (forward mode, n at once)."
+    if isinstance(m, Add):
+        y = tans[0] + tans[1]
+        return (y, tans[1]) if m.keep_resid else (y,)
+    if isinstance(m, LNVar):
+        if not m.has_ln: return tans
+        tr = tans[1] if m.parallel else tans[0]
+        tv = (tr[..., :m.d] * s.xc).sum(-1, keepdim=True).mul_(2 / m.d)
+        return (tv, tr, tans[0]) if m.parallel else (tv, tr)
+    if isinstance(m, LNOut):
+        if not m.has_ln: return tans if m.final else (tans[0], tans[0])
+        var, d, tv, tr = s.var, m.d, tans[0], tans[1]
+        sig = (var.clamp(min=0) + m.eps).sqrt()
+        td = tr[..., :d]
+        ty = (td - td.mean(-1, keepdim=True)).div_(sig)
+        ty.addcmul_(s.xc, tv * (var >= 0) / (-2 * sig ** 3))
+        if m.folded: ty = torch.cat([ty, tr[..., d:d + 1]], -1)
+        if m.parallel: return (ty, tans[2])
+        return (ty,) if m.final else (ty, tr)
+    if isinstance(m, AttnIn):                                             # one GEMM for q, k, v; the rotation on its few dims
+        tx, tr = tans
+        H = m.W_Q.shape[0]
+        flat = lambda W: W.permute(1, 0, 2).flatten(1)
+        W = torch.cat([flat(m.W_Q), flat(m.W_K), flat(m.W_V)], 1)
+        g = tx @ W
+        nq = m.W_Q.shape[0] * m.W_Q.shape[2]
+        tq, tk, tv = g[..., :nq], g[..., nq:2 * nq], g[..., 2 * nq:]
+        if m.rotary_dim is not None:
+            rd, out = m.rotary_dim, []
+            for t in (tq, tk):
+                t = t.unflatten(-1, (H, -1)).clone()
+                t[..., :rd] += _rotation_delta(t, rd, m.rotary_base)
+                out.append(t.flatten(-2))
+            tq, tk = out
+        return (tq, tk, tv, tr)
+    if isinstance(m, AttnOut):
+        tq, tk, tv, tr = tans
+        n, B, P, _ = tq.shape
+        H, A = m.n_heads, s.A
+        heads = lambda t: t.unflatten(-1, (H, -1)).permute(1, 3, 0, 2, 4)     # -> [B, H, n, P, e]
+        tq, tk, tv = heads(tq), heads(tk), heads(tv)
+        tS = (tq.flatten(2, 3) @ (s.k / m.scale).mT).view(B, H, n, P, P)      # q̇ kᵀ: one GEMM per (b, h)
+        tS += (s.q / m.scale)[:, :, None] @ tk.mT                              # q k̇ᵀ
+        A1 = A[:, :, None]
+        tA = tS.mul_(A1)                                                       # softmax: A ⊙ (Ṡ − Σ_s A Ṡ)
+        tA.addcmul_(A1, tA.sum(-1, keepdim=True), value=-1)
+        tz = (tA.flatten(2, 3) @ s.v).view(B, H, n, P, -1) + A1 @ tv           # Ȧ v + A v̇
+        ty = tz.permute(2, 0, 3, 1, 4).flatten(-2) @ m.W_O.flatten(0, 1)       # [n, B, P, d]
+        return (ty, tr)
+    if isinstance(m, Linear):
+        W = getattr(m, m.names[0])
+        return (tans[0] @ W, *tans[1:])
+    if isinstance(m, Act): return (tans[0] * s.dact, tans[1])
+    raise NotImplementedError(f'no push-forward for module {mid!r} ({type(m).__name__})')
+
+def _section_tape(model: SequentialTransformer, l: int, upto: int, x: Tensor) -> tuple[Tensor, list, list[int]]:
+    "Run sections l..upto-1 on `x`, keeping each module, its input parts and what its derivative needs; the output's part widths."
+    ids = [i for k in range(l, upto) for i in model._section_ids[f'section_{k}']]
+    mods = [m for k in range(l, upto) for m in model.sections[f'section_{k}']]
+    lp = model.last_pos_module_type
+    parts, tape = tuple(torch.split(x, model.tuple_widths(l), dim=-1)), []
+    for mid, m in zip(ids, mods):
+        out, s = _forward_saving(m, mid, parts)
+        cut = lp is not None and module_type(mid) == lp                   # last_pos_module_type: keep the last position
+        tape.append((m, mid, parts, s, cut))
+        parts = tuple(p[..., -1:, :] for p in out) if cut else out
+    return torch.cat(parts, -1), tape, [p.shape[-1] for p in parts]
+
+def section_pullback(model: SequentialTransformer, l: int, upto: int,   # sections l..upto-1
+                     x: Float[Tensor, "batch pos d"]                     # node layer l
+                    ) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+    "`(F(x), pull)`: `pull(φ [n, batch, pos_out, d_out]) = [n, batch, pos, d]`, the `n` pull-backs `φ·∂F/∂x` at once, exact."
+    y, tape, widths = _section_tape(model, l, upto, x)
+    def pull(phi: Tensor) -> Tensor:
+        cots = tuple(torch.split(phi.to(x.dtype), widths, dim=-1))
+        for m, mid, ins, s, cut in reversed(tape):
+            if cut:                                                       # zeros before the last position
+                P = ins[0].shape[-2]
+                cots = tuple(torch.cat([c.new_zeros(*c.shape[:-2], P - 1, c.shape[-1]), c], -2) for c in cots)
+            cots = _pull_back(m, mid, ins, s, cots)
+        return torch.cat(cots, -1)
+    return y, pull
+
+def section_pushforward(model: SequentialTransformer, l: int, upto: int,  # sections l..upto-1
+                        x: Float[Tensor, "batch pos d"]                    # node layer l
+                       ) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+    "`(F(x), push)`: `push(u [n, batch, pos, d]) = [n, batch, pos_out, d_out]`, the `n` tangents `∂F/∂x·u` at once, exact."
+    y, tape, _ = _section_tape(model, l, upto, x)
+    def push(u: Tensor) -> Tensor:
+        tans = tuple(torch.split(u.to(x.dtype), model.tuple_widths(l), dim=-1))
+        for m, mid, ins, s, cut in tape:
+            tans = _push_forward(m, mid, ins, s, tans)
+            if cut: tans = tuple(t[..., -1:, :] for t in tans)
+        return torch.cat(tans, -1)
+    return y, push
+
+def batched_vjp(F: Callable, x: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+    "`(F(x), pull)`, `pull(cot [n, *F(x).shape]) -> [n, *x.shape]`: `F.pullback` when `F` has one, else `vmap` of `torch.func.vjp`."
+    if getattr(F, 'pullback', None) is not None: return F.pullback(x)
+    out, fn = vjp(F, x)
+    return out, lambda cot: vmap(fn)(cot)[0]
+
+def batched_jvp(F: Callable, x: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+    "`(F(x), push)`, `push(u [n, *x.shape]) -> [n, *F(x).shape]`: `F.pushforward` when `F` has one, else `vmap` of `torch.func.jvp`."
+    if getattr(F, 'pushforward', None) is not None: return F.pushforward(x)
+    return F(x), vmap(lambda u: jvp(F, (x,), (u,))[1])
+
+def lib_coordinates(F: Callable, C_in_pinv: Tensor | None, C_next: Tensor | None) -> Callable:
+    "`Ĥ(ẑ) = F(ẑ C⁺) C_next` (absent matrices: identities), carrying `F.pullback` / `F.pushforward` through the two linear maps."
+    def H(z):
+        y = F(z if C_in_pinv is None else z @ C_in_pinv)
+        return y if C_next is None else y @ C_next
+    if getattr(F, 'pullback', None) is not None:
+        def pullback(z):
+            y, pull = F.pullback(z if C_in_pinv is None else z @ C_in_pinv)
+            def pull_h(cot):
+                g = pull(cot if C_next is None else cot @ C_next.T)
+                return g if C_in_pinv is None else g @ C_in_pinv.T
+            return (y if C_next is None else y @ C_next), pull_h
+        H.pullback = pullback
+    if getattr(F, 'pushforward', None) is not None:
+        def pushforward(z):
+            y, push = F.pushforward(z if C_in_pinv is None else z @ C_in_pinv)
+            def push_h(u):
+                t = push(u if C_in_pinv is None else u @ C_in_pinv)
+                return t if C_next is None else t @ C_next
+            return (y if C_next is None else y @ C_next), push_h
+        H.pushforward = pushforward
+    return H
+
+
 # %% ../nbs/01a_jacobians.ipynb #11866f33
 def section_chain(model: SectionedModel, l: int, upto: int) -> Callable[[Tensor], Tensor]:
-    "Sections l..upto-1 composed: node layer l -> node layer upto; one section carries its exact `F.jacobian` when known."
+    "Sections l..upto-1 composed: node layer l -> node layer upto; one section carries its exact `F.jacobian` when known, transformers `F.pullback`."
     def F(x):
         for k in range(l, upto): x = model.section(k, x)
         return x
@@ -356,4 +595,6 @@ def section_chain(model: SectionedModel, l: int, upto: int) -> Callable[[Tensor]
     F.positionwise = F.causal and all(module_type(m) != 'attn_out'      # no attention: output t reads input t only
                                       for k in range(l, upto) for m in model._section_ids[f'section_{k}'])
     F.jacobian = section_jacobian_fn(model, l) if upto == l + 1 else None   # None: the generic vjp paths
+    F.pullback = (lambda x: section_pullback(model, l, upto, x)) if F.causal else None   # exact batched pull-backs
+    F.pushforward = (lambda x: section_pushforward(model, l, upto, x)) if F.causal else None   # and tangents
     return F

@@ -93,3 +93,29 @@ def test_max_memory_gb_build(lm, tmp_path):
     t = build_graph(cfg | dict(max_memory_gb=0.0002))
     assert t.extra['memory_plan']['batch_size'] < cfg['batch_size']
     assert max(graph_distance(t, g, kinds=NO_V).values()) < 1e-10
+
+
+def _generic_vjp(F, x):
+    "The generic path: vmap of torch.func.vjp, ignoring any exact `pullback` the section carries."
+    from torch.func import vjp, vmap
+    out, fn = vjp(F, x)
+    return out, lambda cot: vmap(fn)(cot)[0]
+
+
+@pytest.mark.parametrize('arch', ['gpt2', 'tiny-stories', 'pythia'])
+@pytest.mark.parametrize('sources', ['exact', 'stochastic'])
+def test_pullback_build_equals_generic(lm, arch, sources, tmp_path, monkeypatch):
+    "The whole build with the exact batched pull-backs equals the vmap-of-vjp build: exact mode, and the same stochastic draws."
+    import lib_nb.bases, lib_nb.edges
+    from lib_nb.build import build_graph
+    from lib_nb.core import graph_distance
+    over = dict(n_stochastic_sources_basis_pos=2, n_stochastic_sources_basis_hidden=3, n_stochastic_sources_edges=2,
+                integration_method='trapezoidal', n_intervals=1) if sources == 'stochastic' else {}
+    hm, cfg = _case(lm, arch, tmp_path, n=3, ctx=5, **over)
+    cfg['node_layers'] = ['ln1.0', 'ln2.0', 'ln1.1', 'ln_final', 'unembed']   # attention, MLP and a whole block
+    g_fast = build_graph(cfg)
+    monkeypatch.setattr(lib_nb.bases, 'batched_vjp', _generic_vjp)
+    monkeypatch.setattr(lib_nb.edges, 'batched_vjp', _generic_vjp)
+    g_gen = build_graph(cfg)
+    d = graph_distance(g_fast, g_gen, kinds=NO_V)
+    assert max(d.values()) < 1e-10, d
