@@ -35,6 +35,7 @@ def run(name: str, cfg_file: str, device: str, **overrides) -> dict:
     out = dict(workload=name, seconds=round(secs, 2), cpu_seconds=round(cpu, 2), load_avg=round(os.getloadavg()[0], 1), points=n_eval, layers=list(res.results),
                base_score=res.no_ablation_result, device=str(device), machine=machine(), torch=torch.__version__)
     if res.n_edges_required: out['n_edges_required'] = res.n_edges_required
+    out['scores'] = {k: {str(a): s for a, s in r.items()} for k, r in res.results.items()}   # every point or probe, to compare runs
     return out
 
 

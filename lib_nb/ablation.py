@@ -20,6 +20,7 @@ from .data import load_dataset
 from .folding import load_folded
 from .graph import Graph, load_graph
 from .build import ActivationStore, BuildConfig, combine_scores, load_model
+from .models import PositionRows, position_rows
 
 _log = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ def ablated_score(store: ActivationStore,          # node-layer activations of t
 
 # %% ../nbs/07_ablation.ipynb #03343d1b
 def edge_ablated_output(F: Callable[[Tensor], Tensor],   # section l: node layer l -> node layer l+1 (or logits)
-                        x: Float[Tensor, "batch pos d_in"],   # activations of node layer l
+                        x: Float[Tensor, "batch pos d_in"] | PositionRows,   # activations of node layer l (F then gets PositionRows)
                         C_in: Float[Tensor, "d_in rib_in"], C_in_pinv: Float[Tensor, "rib_in d_in"],
                         C_out: Tensor | None, C_out_pinv: Tensor | None,  # None: unrotated output (identity)
                         mask: Bool[Tensor, "rib_out rib_in"],  # kept edges
@@ -211,9 +212,10 @@ def edge_ablated_output(F: Callable[[Tensor], Tensor],   # section l: node layer
                         key=None                            # names `x` in `memo` (default: its data pointer)
                        ) -> Float[Tensor, "batch pos_out d_out"]:
     "Output of section l with only the masked edges (§7.3): one run of F per group of identical mask rows."
-    u = x @ C_in
+    xr = x if isinstance(x, PositionRows) else None
+    u = (x if xr is None else xr.rows) @ C_in
     rows, inv = mask_groups(mask.to(u.device))
-    xk = x.data_ptr() if key is None else key
+    xk = (x if xr is None else xr.rows).data_ptr() if key is None else key
     keys = [(xk, r.cpu().numpy().tobytes()) for r in rows]
     cols_of = [(inv == g).nonzero().squeeze(1) for g in range(rows.shape[0])]
     y, todo = None, []
@@ -226,8 +228,13 @@ def edge_ablated_output(F: Callable[[Tensor], Tensor],   # section l: node layer
     for c0 in range(0, len(todo), chunk):
         gs = todo[c0:c0 + chunk]
         R = rows[gs].to(u.dtype)
-        xg = (u[None] * R[:, None, None, :]) @ C_in_pinv                  # [g, batch, pos, d_in]
-        out = F(xg.reshape(-1, *xg.shape[2:]))
+        if xr is None:
+            xg = (u[None] * R[:, None, None, :]) @ C_in_pinv              # [g, batch, pos, d_in]
+            out = F(xg.reshape(-1, *xg.shape[2:]))
+        else:                                                             # masked distinct rows, each group its own copy
+            xg = (u[None] * R[:, None, :]) @ C_in_pinv                    # [g, n, d_in]
+            idx = xr.index[None] + u.shape[0] * torch.arange(len(gs), device=u.device)[:, None, None]
+            out = F(PositionRows(xg.reshape(-1, xg.shape[-1]), idx.reshape(-1, idx.shape[-1])))
         out = out.reshape(len(gs), nb, *out.shape[1:])                    # [g, batch, pos_out, d_out]
         which = torch.cat([torch.full_like(cols_of[g], i) for i, g in enumerate(gs)])
         cols = torch.cat([cols_of[g] for g in gs])
@@ -292,6 +299,13 @@ def _static_curve(n: int, schedule, score_of: Callable[[int], float], base: floa
         if thr is not None and abs(s - first) > thr: break
     return out
 
+def _compact(x: Tensor, cache: dict, key) -> Tensor | PositionRows:
+    "`x` as `PositionRows` (cached under `key`) when that at least halves its rows, else `x` itself."
+    if key not in cache:
+        xr = position_rows(x)
+        cache[key] = xr if 2 * xr.rows.shape[0] <= x.shape[0] * x.shape[1] else None
+    return x if cache[key] is None else cache[key]
+
 def node_ablation_curve(store: ActivationStore,  # node-layer activations of the data set (`lib_nb.build`)
                         g: Graph | str | Path,   # the graph holding the basis (or its path)
                         layer: str,              # node layer to ablate
@@ -306,11 +320,12 @@ def node_ablation_curve(store: ActivationStore,  # node-layer activations of the
     B, Bp = node_basis(g, layer, basis)
     l, n = g.node_layers.index(layer), B.shape[0]
     if base is None: base = ablated_score(store, eval_type, ce_loss_batch_mean=ce_loss_batch_mean)
+    rows = {}                          # the layer's distinct rows per batch (keyed by batch number), when few
     def score_of(a):
         P = node_ablation_matrix(B, Bp, a)
         if P is None: return base
-        P = P.to(store.model.device, store.model.dtype)
-        return ablated_score(store, eval_type, l, lambda x: x @ P, ce_loss_batch_mean=ce_loss_batch_mean)
+        P, batch = P.to(store.model.device, store.model.dtype), itertools.count()
+        return ablated_score(store, eval_type, l, lambda x: _compact(x, rows, next(batch)) @ P, ce_loss_batch_mean=ce_loss_batch_mean)
     if schedule.schedule_type == 'bisect':
         lo, probes = bisect_ablated(score_of, n, base, schedule.score_target_difference, eval_type,
                                     schedule.scaling, schedule.tolerance)
@@ -359,7 +374,7 @@ def edge_ablation_curve(store: ActivationStore,   # node-layer activations of th
     n = n_total_edges(E, centered, edge_count, (g.orig_dims[in_layer], g.orig_dims[out_layer]))
     if base is None: base = ablated_score(store, eval_type, ce_loss_batch_mean=ce_loss_batch_mean)
     F = lambda z: store.model.section(l, z)
-    masks, last, memo = {}, {}, {'_budget': memo_bytes}
+    masks, last, memo, rows = {}, {}, {'_budget': memo_bytes}, {}
     def score_of(a):
         m = n - a
         if m >= n_cand: return base
@@ -367,9 +382,10 @@ def edge_ablation_curve(store: ActivationStore,   # node-layer activations of th
         last['mask'] = mask
         if save_all_edge_masks: masks[m] = mask
         batch = itertools.count()     # the memo is keyed by batch number: a recomputing store hands out new tensors
-        return ablated_score(store, eval_type, l, lambda x: edge_ablated_output(F, x, C_in, C_in_pinv, C_out, C_out_pinv,
-                                                                                mask, max_rows, memo, next(batch)),
-                             start=l + 1, ce_loss_batch_mean=ce_loss_batch_mean)
+        def out(x):
+            b = next(batch)
+            return edge_ablated_output(F, _compact(x, rows, b), C_in, C_in_pinv, C_out, C_out_pinv, mask, max_rows, memo, b)
+        return ablated_score(store, eval_type, l, out, start=l + 1, ce_loss_batch_mean=ce_loss_batch_mean)
     if schedule.schedule_type == 'bisect':
         lo, probes = bisect_ablated(score_of, n, base, schedule.score_target_difference, eval_type,
                                     schedule.scaling, schedule.tolerance)
@@ -725,9 +741,10 @@ def _kept_score(g: Graph, s: dict, nodes: dict[str, list[int]], masks: dict[int,
     for l in range(l0, model.n_sections):
         up[l] = h.hexdigest()
         h.update(masks[l].cpu().numpy().tobytes() if l in masks else b'-')
-    batch = itertools.count()
+    batch, rows = itertools.count(), s.setdefault('rows', {})     # rows: the stored layers' distinct rows per batch, when few
     def run(x):
         b = next(batch)
+        x = _compact(x, rows, (b, l0))
         for l in range(l0, model.n_sections):
             if l in P: x = x @ P[l]
             x = (edge_ablated_output(lambda z, l=l: model.section(l, z), x, *maps[l], masks[l].to(x.device),

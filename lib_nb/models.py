@@ -5,7 +5,7 @@
 # %% ../nbs/01_models.ipynb #6a6a34b7
 from __future__ import annotations
 import math, warnings
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
@@ -20,11 +20,12 @@ from .core import (Tensor, Float, Int, LibConfigError, LibFileError, LibModel, p
 # %% auto #0
 __all__ = ['ACTIVATIONS', 'LAST_POS_MODULE_TYPES', 'MLP_ACTIVATIONS', 'MLPActivation', 'TLENS_BUFFERS', 'TINY_ARCHS',
            'SEQ_ACT_FNS', 'NORMALIZATION_TYPES', 'TINY_STORIES_N_CTX', 'gelu_new', 'get_activation', 'module_type',
-           'check_node_layers', 'check_last_pos', 'SectionedModel', 'MLPConfig', 'Layer', 'MLP', 'check_mlp_weights',
-           'nonfinite_weight', 'check_finite_weights', 'save_mlp', 'load_mlp', 'load_state_dict', 'ModularMLPConfig',
-           'block_diagonal_weight', 'modular_mlp', 'load_modadd_transformer', 'tiny_tlens_model', 'save_tiny_modadd',
-           'SeqConfig', 'compute_dtype', 'Embed', 'PosEmbed', 'Add', 'LNVar', 'LNOut', 'AttnIn', 'AttnOut', 'Linear',
-           'Act', 'SequentialTransformer', 'check_seq_weights']
+           'check_node_layers', 'check_last_pos', 'PositionRows', 'position_rows', 'SectionedModel', 'MLPConfig',
+           'Layer', 'MLP', 'check_mlp_weights', 'nonfinite_weight', 'check_finite_weights', 'save_mlp', 'load_mlp',
+           'load_state_dict', 'ModularMLPConfig', 'block_diagonal_weight', 'modular_mlp', 'load_modadd_transformer',
+           'tiny_tlens_model', 'save_tiny_modadd', 'SeqConfig', 'compute_dtype', 'Embed', 'PosEmbed', 'Add', 'LNVar',
+           'LNOut', 'AttnIn', 'AttnOut', 'Linear', 'Act', 'SequentialTransformer', 'check_seq_weights',
+           'section_on_rows']
 
 # %% ../nbs/01_models.ipynb #5fafe287
 def gelu_new(x: Tensor) -> Tensor:
@@ -81,6 +82,34 @@ def check_last_pos(last_pos_module_type: str | None) -> str | None:
                              f'use one of {list(LAST_POS_MODULE_TYPES)} or None')
     return last_pos_module_type
 
+# %% ../nbs/01_models.ipynb #c6a1e0d2
+@dataclass
+class PositionRows:
+    "Node-layer activations `[batch, pos, d]` as their distinct rows and the row of every sample and position."
+    rows: Float[Tensor, "n d"]
+    index: Int[Tensor, "batch pos"]
+    @property
+    def shape(self) -> tuple[int, ...]: return (*self.index.shape, self.rows.shape[-1])
+    @property
+    def device(self) -> torch.device: return self.rows.device
+    def dense(self) -> Float[Tensor, "batch pos d"]: return self.rows[self.index]
+    def __matmul__(self, M: Tensor) -> 'PositionRows': return PositionRows(self.rows @ M, self.index)   # a linear map of every row
+
+_INT_OF = {8: torch.int64, 4: torch.int32, 2: torch.int16}
+
+def position_rows(x: Float[Tensor, "batch pos d"]) -> PositionRows:
+    "The distinct rows of `x` per position (exact: an integer hash of the bits, checked against `x`)."
+    B, P, d = x.shape
+    bits = x.detach().contiguous().view(_INT_OF[x.element_size()]).long()
+    coef = torch.randint(1, 2**62, (d,), generator=seeded_generator(0)).to(x.device) * 2 + 1
+    h = (bits * coef).sum(-1) * P + torch.arange(P, device=x.device)       # wraps around; equal rows, equal keys
+    _, inv = torch.unique(h.flatten(), return_inverse=True)
+    rows = x.new_empty(int(inv.max()) + 1 if inv.numel() else 0, d)
+    rows[inv] = x.reshape(-1, d)
+    out = PositionRows(rows, inv.view(B, P))
+    if torch.equal(out.dense(), x): return out
+    return PositionRows(x.reshape(-1, d), torch.arange(B * P, device=x.device).view(B, P))   # a hash collision (or NaN): no merging
+
 # %% ../nbs/01_models.ipynb #088495e4
 class SectionedModel(nn.Module):
     "A model cut into a pre-section and sections at its node layers (spec §1.2); subclasses supply the modules."
@@ -126,8 +155,9 @@ class SectionedModel(nn.Module):
         return torch.cat(self._run('pre', self._input_parts(inputs)), dim=-1)
 
     def section(self, l: int, x: Float[Tensor, "batch pos orig"]) -> Float[Tensor, "batch pos_out orig_out"]:
-        "Run section `l` on node layer `l` (concatenated); returns node layer `l+1` or the logits."
+        "Run section `l` on node layer `l` (concatenated, or its `PositionRows`); returns node layer `l+1` or the logits."
         if not 0 <= l < self.n_sections: raise IndexError(f'section {l} outside 0..{self.n_sections - 1}')
+        if isinstance(x, PositionRows): return section_on_rows(self, l, x)
         parts = torch.split(x, self.tuple_widths(l), dim=-1)
         return torch.cat(self._run(f'section_{l}', tuple(parts)), dim=-1)
 
@@ -689,6 +719,23 @@ class AttnOut(nn.Module):
         z = torch.einsum('bhqk,bkhe->bqhe', scores.softmax(-1).to(v.dtype), v)
         y = torch.einsum('bqhe,hed->bqd', z, self.W_O)
         return (y if self.b_O is None else y + self.b_O, r)
+    def last_query(self, q: Tensor, k: Tensor, v: Tensor,   # distinct rows `[n, ·]` of queries, keys and values
+                   iq: Tensor,                               # `[batch]`: the query row of every sample (its last position)
+                   ik: Tensor                                # `[batch, pos]`: the key and value row of every position
+                  ) -> Tensor:
+        "`forward`'s output `[batch, 1, d]` at the last position, from distinct rows (ablation's fast path)."
+        H, (B, P), cd = self.n_heads, ik.shape, compute_dtype(q)
+        q, k, v = q.unflatten(-1, (H, self.d_head)), k.unflatten(-1, (H, self.d_head)), v.unflatten(-1, (H, -1))
+        uq, jq = torch.unique(iq, return_inverse=True)                                # the query rows in use
+        if len(uq) * k.shape[0] <= B * P:                                             # every (query row, key row) score once
+            S = torch.einsum('qhe,khe->qkh', q[uq].to(cd), k.to(cd)).flatten(0, 1)     # [query row * key row, head]
+            scores = S.index_select(0, (jq[:, None] * k.shape[0] + ik).flatten()).view(B, P, H) / self.scale
+        else: scores = (q[iq][:, None].to(cd) * k[ik].to(cd)).sum(-1) / self.scale   # [batch, pos, head]; causal: all keys
+        if self.window is not None: scores[:, :max(P - self.window, 0)] = float('-inf')
+        pattern, z = scores.softmax(1).to(v.dtype), v.new_zeros(B, *v.shape[1:])         # z: [batch, head, d_v]
+        for p in range(P): z.addcmul_(pattern[:, p, :, None], v.index_select(0, ik[:, p]))   # one position's values at a time
+        y = (z.flatten(-2) @ self.W_O.flatten(0, 1))[:, None]
+        return y if self.b_O is None else y + self.b_O
     def extra_repr(self): return f'n_heads={self.n_heads}, d_head={self.d_head}, scale={self.scale:.4g}, window={self.window}'
 
 class Linear(nn.Module):
@@ -825,3 +872,22 @@ def check_seq_weights(weights: dict[str, Tensor], cfg: SeqConfig, folded: bool):
                                  f'd_head={cfg.d_head}, d_mlp={cfg.d_mlp}, d_vocab={cfg.d_vocab}, n_ctx={cfg.n_ctx}, folded={folded}), '
                                  f'got {tuple(weights[k].shape)}', 'use the config the weights were saved with')
     check_finite_weights({k: weights[k] for k in _expected_shapes(cfg, folded)})
+
+# %% ../nbs/01_models.ipynb #c6a1e0d4
+def section_on_rows(model: SectionedModel, l: int, x: PositionRows) -> Float[Tensor, "batch pos_out orig_out"]:
+    "Section `l` on `PositionRows`: modules before the attention on the distinct rows, the attention on the kept queries."
+    ids, mods, lp = model._section_ids[f'section_{l}'], list(model.sections[f'section_{l}']), model.last_pos_module_type
+    types = [module_type(i) for i in ids]
+    if types.count('attn_out') != 1 or any(getattr(m, 'rotary_dim', None) is not None for m in mods):
+        return model.section(l, x.dense())
+    a = types.index('attn_out')
+    if lp in types[:a]: return model.section(l, x.dense())
+    parts = tuple(torch.split(x.rows[:, None], model.tuple_widths(l), dim=-1))   # [n, 1, w]: one position per row
+    for m in mods[:a]: parts = m(*parts)                                          # position-wise: every distinct row once
+    q, k, v, r = (p[:, 0] for p in parts)
+    if lp in types[a:]: parts = (mods[a].last_query(q, k, v, x.index[:, -1], x.index), r[x.index[:, -1:]])  # cut later
+    else: parts = mods[a](q[x.index], k[x.index], v[x.index], r[x.index])
+    for mid, m in zip(ids[a + 1:], mods[a + 1:]):
+        parts = m(*parts)
+        if lp is not None and module_type(mid) == lp: parts = tuple(p[..., -1:, :] for p in parts)
+    return torch.cat(parts, dim=-1)
