@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .core import Float
-from .models import (SectionedModel, SequentialTransformer, MLP, Layer, module_type, compute_dtype,
+from .models import (SectionedModel, rotary_sin_cos, SequentialTransformer, MLP, Layer, module_type, compute_dtype,
     LNVar, LNOut, AttnIn, AttnOut, Add, Linear, Act)
 from torch.func import jvp, vjp, vmap
 
@@ -354,18 +354,10 @@ def _ln_xc(r: Tensor, d: int) -> Tensor:
     x = r[..., :d]
     return x - x.mean(-1, keepdim=True)
 
-def _rotary_sin_cos(P: int, rotary_dim: int, base: float, like: Tensor) -> tuple[Tensor, Tensor]:
-    "`sin, cos [P, 1, rotary_dim/2]` of the GPT-NeoX rotary angles, computed as `_rotate` computes them."
-    n = rotary_dim // 2
-    hp = torch.float64 if like.dtype == torch.float64 else torch.float32
-    freq = base ** (torch.arange(n, dtype=hp, device=like.device) / n)
-    angles = torch.arange(P, dtype=hp, device=like.device)[:, None] / freq[None, :]
-    return torch.sin(angles).to(like.dtype)[:, None, :], torch.cos(angles).to(like.dtype)[:, None, :]
-
 def _rotation_delta(g: Tensor, rotary_dim: int, base: float, transpose: bool = False) -> Tensor:
     "`Rg − g` (or `Rᵀg − g`) on the first `rotary_dim` dims of `g [n, batch, pos, head, d_head]`, `R` the GPT-NeoX rotation per position."
     n, sgn = rotary_dim // 2, (1 if transpose else -1)
-    sin, cos = _rotary_sin_cos(g.shape[-3], rotary_dim, base, g)
+    sin, cos = rotary_sin_cos(g.shape[-3], rotary_dim, base, g)
     a, b = g[..., :n], g[..., n:rotary_dim]                        # R: (a, b) -> (a c − b s, b c + a s)
     return torch.cat([a * (cos - 1) + sgn * b * sin, b * (cos - 1) - sgn * a * sin], -1)
 

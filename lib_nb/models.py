@@ -24,8 +24,8 @@ __all__ = ['ACTIVATIONS', 'LAST_POS_MODULE_TYPES', 'MLP_ACTIVATIONS', 'MLPActiva
            'Layer', 'MLP', 'check_mlp_weights', 'nonfinite_weight', 'check_finite_weights', 'save_mlp', 'load_mlp',
            'load_state_dict', 'ModularMLPConfig', 'block_diagonal_weight', 'modular_mlp', 'load_modadd_transformer',
            'tiny_tlens_model', 'save_tiny_modadd', 'SeqConfig', 'compute_dtype', 'Embed', 'PosEmbed', 'Add', 'LNVar',
-           'LNOut', 'AttnIn', 'AttnOut', 'Linear', 'Act', 'SequentialTransformer', 'check_seq_weights',
-           'section_on_rows']
+           'LNOut', 'rotary_sin_cos', 'AttnIn', 'AttnOut', 'Linear', 'Act', 'SequentialTransformer',
+           'check_seq_weights', 'section_on_rows']
 
 # %% ../nbs/01_models.ipynb #5fafe287
 def gelu_new(x: Tensor) -> Tensor:
@@ -674,13 +674,18 @@ class LNOut(nn.Module):
         y = _layer_norm(r, var, self.d, self.eps, self.folded)
         return (y,) if self.final else (y, r)
 
+def rotary_sin_cos(P: int, rotary_dim: int, base: float, like: Tensor) -> tuple[Tensor, Tensor]:
+    "`sin, cos [P, 1, rotary_dim/2]` of the GPT-NeoX rotary angles (position / base^(i/n)), in `like`'s dtype and device."
+    n = rotary_dim // 2
+    hp = torch.float64 if like.dtype == torch.float64 else torch.float32
+    freq = base ** (torch.arange(n, dtype=hp, device=like.device) / n)
+    angles = torch.arange(P, dtype=hp, device=like.device)[:, None] / freq[None, :]
+    return torch.sin(angles).to(like.dtype)[:, None, :], torch.cos(angles).to(like.dtype)[:, None, :]
+
 def _rotate(x: Tensor, rotary_dim: int, base: float) -> Tensor:
     "GPT-NeoX rotary embedding on the first `rotary_dim` dims of `x [batch, pos, head, d_head]` (half-split pairs)."
-    P, n = x.shape[-3], rotary_dim // 2
-    hp = torch.float64 if x.dtype == torch.float64 else torch.float32
-    freq = base ** (torch.arange(n, dtype=hp, device=x.device) / n)
-    angles = torch.arange(P, dtype=hp, device=x.device)[:, None] / freq.repeat(2)[None, :]
-    sin, cos = torch.sin(angles).to(x.dtype)[:, None, :], torch.cos(angles).to(x.dtype)[:, None, :]
+    n = rotary_dim // 2
+    sin, cos = (torch.cat([t, t], -1) for t in rotary_sin_cos(x.shape[-3], rotary_dim, base, x))
     x_rot, x_pass = x[..., :rotary_dim], x[..., rotary_dim:]
     x_flip = torch.cat([-x_rot[..., n:], x_rot[..., :n]], dim=-1)
     return torch.cat([x_rot * cos + x_flip * sin, x_pass], dim=-1)
