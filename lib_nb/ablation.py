@@ -18,7 +18,7 @@ from .core import (Float, Int, Bool, Integer, LibConfigError, LibModel, NonNegat
                          default_device, dtype_name, LibFileError, parse_dtype, read_yaml)
 from .data import load_dataset
 from .folding import load_folded
-from .graph import Graph, load_graph
+from .graph import Graph, load_graph, GraphCache
 from .build import ActivationStore, BuildConfig, combine_scores, load_model
 from .models import PositionRows, position_rows
 
@@ -29,7 +29,7 @@ AblationType = Literal['rib', 'orthogonal', 'neuron', 'edge']    # neuron: lib_n
 EVAL_TYPES, ABLATION_TYPES = get_args(EvalType), get_args(AblationType)
 
 # %% auto #0
-__all__ = ['EvalType', 'AblationType', 'EVAL_TYPES', 'ABLATION_TYPES', 'Schedule', 'SCHEDULES', 'FAITH_MEMO_BYTES',
+__all__ = ['EvalType', 'AblationType', 'EVAL_TYPES', 'ABLATION_TYPES', 'Schedule', 'SCHEDULES', 'FAITH_CACHE', 'FAITH_MEMO_BYTES',
            'linear_schedule', 'exponential_schedule', 'is_good', 'bisect_ablated', 'node_basis', 'node_ablation_matrix',
            'n_candidate_edges', 'edge_mask', 'n_total_edges', 'mask_groups', 'ablated_score', 'edge_ablated_output',
            'LinearSchedule', 'ExponentialSchedule', 'BisectSchedule', 'parse_schedule', 'node_ablation_curve',
@@ -674,14 +674,8 @@ class Faithfulness:
         return (f"**Faithfulness** ({self.mode}; {self.n_nodes} nodes, {self.n_edges} edges kept): {self.eval_type} "
                 f"{self.score:.5f}, full model {self.full:.5f}, no features {self.baseline:.5f} ({self.recovered:.1%} recovered)")
 
-_FAITH_CACHE: dict = {}     # (graph file or object, data set, dtype, batch size, device) -> model, store, scores
-_FAITH_CACHE_SIZE = 4
+FAITH_CACHE = GraphCache(4)  # per graph, data set, dtype, batch size, eval type and device: model, store, scores
 FAITH_MEMO_BYTES = 2**28     # edge mode: output columns of mask rows seen before, per graph (cleared when full)
-
-def _graph_key(g: Graph) -> tuple:
-    "Identifies a graph for the cache: its file and modification time, else the object itself."
-    if g.path is not None and Path(g.path).exists(): return ('file', str(Path(g.path).resolve()), Path(g.path).stat().st_mtime_ns)
-    return ('object', id(g))
 
 def _faith_setup(g: Graph, dataset: dict | None, dtype: str | None, batch_size: int | None, eval_type: str | None,
                  device: torch.device) -> dict:
@@ -695,9 +689,11 @@ def _faith_setup(g: Graph, dataset: dict | None, dtype: str | None, batch_size: 
                                                   f'pass eval_type= one of {list(EVAL_TYPES)}')
     dt = dtype_name(parse_dtype(dtype or 'float32', 'dtype'))      # as `ablate`: the build's float64 is for its bases
     bs = int(batch_size or bc.get('batch_size') or 256)
-    key = (_graph_key(g), json.dumps(ds, sort_keys=True, default=str), dt, bs, ev, str(device))
-    hit = _FAITH_CACHE.get(key)
-    if hit is not None and (key[0][0] == 'file' or hit['graph'] is g): return hit
+    settings = (json.dumps(ds, sort_keys=True, default=str), dt, bs, ev, str(device))
+    return FAITH_CACHE.get(g, settings, lambda: _faith_load(g, ds, dt, bs, ev, device))
+
+def _faith_load(g: Graph, ds: dict, dt: str, bs: int, ev: str, device: torch.device) -> dict:
+    "Load the graph's model and data set, and score the full model and the no-feature baseline."
     cfg = AblationConfig.from_dict(dict(exp_name=g.exp_name, ablation_type='rib', rib_results_path=None, out_dir=None,
                                         schedule=dict(schedule_type='exponential'), dataset=ds, eval_type=ev,
                                         ablation_node_layers=[g.node_layers[0]], batch_size=bs, dtype=dt))
@@ -710,8 +706,6 @@ def _faith_setup(g: Graph, dataset: dict | None, dtype: str | None, batch_size: 
     store = ActivationStore(model, data, bs)
     hit = dict(graph=g, model=model, store=store, eval_type=ev, full=ablated_score(store, ev))
     hit['baseline'] = _kept_score(g, hit, {l: [] for l in _ablatable(g)}, {})
-    while len(_FAITH_CACHE) >= _FAITH_CACHE_SIZE: _FAITH_CACHE.pop(next(iter(_FAITH_CACHE)))
-    _FAITH_CACHE[key] = hit
     return hit
 
 def _ablatable(g: Graph) -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -18,7 +19,7 @@ from .core import LibConfigError, atomic_path, jsonable, safe_torch_load
 from .bases import InteractionRotation
 
 # %% auto #0
-__all__ = ['TENSOR_KINDS', 'STAGES', 'Graph', 'result_file', 'load_graph', 'read_result_meta']
+__all__ = ['TENSOR_KINDS', 'STAGES', 'Graph', 'result_file', 'load_graph', 'read_result_meta', 'graph_key', 'GraphCache']
 
 # %% ../nbs/05a_graph.ipynb #7f8daf56
 TENSOR_KINDS = ('mean', 'gram', 'C', 'C_pinv', 'W', 'W_pinv', 'V', 'Lambda')
@@ -315,3 +316,24 @@ def read_result_meta(path: str | Path) -> dict:
         meta['stage'] = ('edges' if any(k.startswith('E_hat/') for k in keys) else
                          'bases' if any(k.startswith(('C/', 'W/')) for k in keys) else 'grams')
     return meta
+
+# %% ../nbs/05a_graph.ipynb #34e56df8
+def graph_key(g: Graph) -> tuple:
+    "Identifies a graph for caches: its file, inode and modification time (a rewrite changes them), else the object itself."
+    if g.path is not None and Path(g.path).exists():
+        st = Path(g.path).stat()
+        return ('file', str(Path(g.path).resolve()), st.st_ino, st.st_mtime_ns)
+    return ('object', id(g))
+
+class GraphCache:
+    "At most `size` entries derived from graphs, keyed by `graph_key` and settings; the oldest goes first."
+    def __init__(self, size: int): self.size, self.entries = size, {}
+    def __len__(self) -> int: return len(self.entries)
+    def clear(self): self.entries.clear()
+    def get(self, g: Graph, settings: tuple, make: Callable[[], dict]) -> dict:
+        "The entry of `g` under `settings`, made by `make()` the first time."
+        key = (graph_key(g), settings)
+        if key not in self.entries:
+            while len(self.entries) >= self.size: self.entries.pop(next(iter(self.entries)))
+            self.entries[key] = (g, make())                # the graph stays alive while its id keys an entry
+        return self.entries[key][1]

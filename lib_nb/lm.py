@@ -17,13 +17,13 @@ from .core import (Float, Int, LibConfigError, atomic_path, default_device, dtyp
                          safe_torch_load, seeded_generator)
 from .models import SeqConfig
 from .data import load_dataset
-from .graph import Graph, load_graph
+from .graph import Graph, GraphCache, load_graph
 from .build import ActivationStore, BuildConfig, load_model
 
 # %% auto #0
-__all__ = ['tlens_config_dict', 'fold_layer_norm_weights', 'save_tlens_model', 'load_tlens_model', 'random_tokens', 'save_tokens',
-           'lm_build_config', 'WordTokenizer', 'dataset_tokenizer', 'token_strings', 'TopExamples', 'top_examples',
-           'is_lm_graph', 'top_tokens', 'examples_html']
+__all__ = ['LM_CACHE', 'tlens_config_dict', 'fold_layer_norm_weights', 'save_tlens_model', 'load_tlens_model', 'random_tokens',
+           'save_tokens', 'lm_build_config', 'WordTokenizer', 'dataset_tokenizer', 'token_strings', 'TopExamples',
+           'top_examples', 'is_lm_graph', 'top_tokens', 'examples_html']
 
 # %% ../nbs/06a_lm.ipynb #0e7c5e9b
 def tlens_config_dict(cfg) -> dict:
@@ -189,15 +189,14 @@ class TopExamples:
                          for i, (v, s) in enumerate(zip(self.value, self.sample)))
         return f'**Top examples** of `{self.layer}` feature {self.index}\n\n| activation | sample | context |\n|---|---|---|\n{rows}'
 
-_TOP_CACHE: dict = {}      # graph file (or object) and run settings -> model, store; answers per feature
-_TOP_CACHE_SIZE = 2
+LM_CACHE = GraphCache(2)   # per graph, batch size and device: the model, its activation store, answers per feature
 
 def _lm_store(g: Graph, batch_size: int | None, device) -> dict:
     "The graph's model and activation store over its build data set, cached per graph file."
-    key = (('file', str(Path(g.path).resolve()), Path(g.path).stat().st_mtime_ns) if g.path is not None and Path(g.path).exists()
-           else ('object', id(g)), batch_size, str(device))
-    hit = _TOP_CACHE.get(key)
-    if hit is not None and (key[0][0] == 'file' or hit['graph'] is g): return hit
+    return LM_CACHE.get(g, (batch_size, str(device)), lambda: _lm_load(g, batch_size, device))
+
+def _lm_load(g: Graph, batch_size: int | None, device) -> dict:
+    "Load the graph's model and its build data set behind an activation store."
     if not (g.config or {}).get('dataset'):
         raise LibConfigError('dataset', "the graph's build config names no data set", 'rebuild the graph from a config with one')
     try: bc = BuildConfig.from_dict({**g.config, 'out_dir': None, 'node_layers': list(g.node_layers)}, check_files=False)
@@ -208,10 +207,7 @@ def _lm_store(g: Graph, batch_size: int | None, device) -> dict:
             raise LibConfigError(k, f'the graph model {p} does not exist', 'rebuild the graph, or restore the checkpoint there')
     model, _ = load_model(bc, device=device)
     store = ActivationStore(model, load_dataset(bc.dataset), batch_size or bc.batch_size)
-    hit = dict(graph=g, model=model, store=store, answers={})
-    while len(_TOP_CACHE) >= _TOP_CACHE_SIZE: _TOP_CACHE.pop(next(iter(_TOP_CACHE)))
-    _TOP_CACHE[key] = hit
-    return hit
+    return dict(graph=g, model=model, store=store, answers={})
 
 def top_examples(g: Graph | str | Path,   # a language-model graph (its build config names the model and data set)
                  layer: str,              # a node layer with a LIB basis
