@@ -90,7 +90,7 @@ def run_faithfulness(ref, device: str) -> dict:
     ts = [timed(nodes=nodes) for _ in range(3)]
     out = dict(workload='faithfulness_lib', first_call_seconds=round(first, 2),
                nodes_call=dict(seconds=round(min(t for t, _ in ts), 3), score=ts[0][1].score, n_nodes=ts[0][1].n_nodes, n_edges=ts[0][1].n_edges))
-    for e in ablation._FAITH_CACHE.values(): e.pop('memo', None)          # cold: no output column run before
+    for _, e in ablation.FAITH_CACHE.entries.values(): e.pop('memo', None)          # cold: no output column run before
     for name, kw in [('edges_cold', edges), ('edges_repeat', edges), ('edges_last_block_changed', edges2)]:
         t, r = timed(edges=kw, mode='edges')
         out[name] = dict(seconds=round(t, 3), score=r.score, n_nodes=r.n_nodes, n_edges=r.n_edges)
