@@ -4,7 +4,7 @@
 
 # %% ../nbs/07a_analysis.ipynb #5075d790
 from __future__ import annotations
-import csv, hashlib, json, math
+import csv, json, math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Sequence
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .core import Float, LibConfigError, atomic_path
+from .core import Float, LibConfigError, atomic_path, file_sha256
 from .data import modular_arithmetic_dataset
 from .graph import Graph, load_graph
 from .build import ActivationStore
@@ -426,9 +426,7 @@ def graph_sha256(g: Graph | str | Path) -> str | None:
     g = load_graph(g)
     if g.path is None: return None
     files = [g.path] + ([g.path.with_suffix('.safetensors')] if g.path.suffix == '.json' and g.path.with_suffix('.safetensors').exists() else [])
-    h = hashlib.sha256()
-    for f in files: h.update(Path(f).read_bytes())
-    return h.hexdigest()
+    return file_sha256(*files)
 
 @dataclass
 class Annotations:

@@ -367,11 +367,12 @@ def read_yaml(path: str | Path) -> dict:
     return d
 
 # %% ../nbs/00_core.ipynb #386ba80b
-def file_sha256(path: str | Path) -> str:
-    "SHA-256 of a file's bytes."
+def file_sha256(*paths: str | Path) -> str:
+    "SHA-256 of a file's bytes (of several files', one after the other)."
     h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
+    for path in paths:
+        with open(path, 'rb') as f:
+            for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
     return h.hexdigest()
 
 def jsonable(v):
