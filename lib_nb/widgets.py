@@ -14,7 +14,7 @@ from fastcore.basics import patch
 
 from .core import LibConfigError
 from .graph import Graph, load_graph
-from . import ablation as _ablation
+from .ablation import faithfulness as faithfulness_check
 from .lm import examples_html, is_lm_graph, top_tokens
 from .analysis import (Annotations, NodeData, Pruned, auto_eps, cluster_name, collapse, drawn_layout, edge_eps_from_bisect,
                        fourier_label, fourier_shares, graph_sha256, layout, merge_clusters, modularity_clusters, node_edges,
@@ -206,7 +206,7 @@ class Explorer(W.HBox):
             cv = load_graph(compare)
             self.views['compare' if cv.exp_name in ('LIB', 'graph') else cv.exp_name] = cv
         self.data, self.labels, self.max_edges, self.examples, self.n_labels = data, dict(labels or {}), max_edges, examples, n_labels
-        self.faithfulness_fn = faithfulness
+        self.faithfulness_fn = faithfulness or faithfulness_check
         self.bisect_eps = edge_eps_from_bisect(self.views['LIB'], ablation) if ablation is not None else None
         self._cache, self.clustering, self._hold = {}, {}, False
         self.pinned, self.selected, self.selection, self.named = [], None, [], {}
@@ -643,9 +643,8 @@ def faithfulness_html(r) -> str:
 def check_faithfulness(self: Explorer, mode: str | None = None):
     "Keep only the selection (mode 'nodes') or the drawn edges between it (mode 'edges'); show and return the result."
     mode = mode or self.faith_mode.value
-    fn = self.faithfulness_fn or getattr(_ablation, 'faithfulness', None)
+    fn = self.faithfulness_fn
     miss = lambda m: setattr(self.faith_out, 'value', f'<b class="lib-nb-faith-missing" style="color:{_PIN}">{html.escape(m)}</b>')
-    if fn is None: return miss('the faithfulness check needs lib_nb.ablation.faithfulness, which this lib_nb lacks')
     if mode == 'nodes' and not self.selection: return miss('select nodes first: click, shift-click, box, a cluster or "select drawn"')
     view = self.view
     nodes = selection_nodes(view, self.selection) if mode == 'nodes' else None
