@@ -15,6 +15,7 @@ from torch.func import vjp, vmap
 
 from .core import Float, LibConfigError
 from .jacobians import M_dash_from_jacobian, batched_vjp, lib_coordinates
+from .dist import chunk_budget, chunk_map, chunk_workers
 
 # %% auto #0
 __all__ = ['INTEGRATION_RULES', 'BASIS_FORMULAS', 'integration_points', 'as_batches', 'check_acts', 'gram_sum', 'MeanAccumulator',
@@ -293,12 +294,13 @@ def jacobian_M_dash_batch(F: Callable,                    # section F_l: [batch,
     _, T, I = out.shape
     n = n_sources(T, I, n_sources_pos, n_sources_hidden)
     lo, hi = dir_range or (0, n)
-    c = chunk_size(hi - lo, _pullback_bytes(B, P, d, T, I, len(alphas), acts.element_size()), mem_budget, max_chunk)
+    w = chunk_workers(acts.device, exact=getattr(Fh, 'pullback', None) is not None)
+    c = chunk_size(hi - lo, _pullback_bytes(B, P, d, T, I, len(alphas), acts.element_size()),
+                   chunk_budget(mem_budget, w, acts.device), max_chunk and -(-max_chunk // w))
+    cots = (source_cotangents(list(range(s, min(s + c, hi))), B, T, I, n_sources_pos, n_sources_hidden,
+                              generator, acts.dtype, acts.device) for s in range(lo, hi, c))   # drawn in order
     M = torch.zeros(d, d, dtype=torch.float64, device=acts.device)
-    for s in range(lo, hi, c):
-        cot = source_cotangents(list(range(s, min(s + c, hi))), B, T, I, n_sources_pos, n_sources_hidden,
-                                generator, acts.dtype, acts.device)
-        _add_pullbacks(M, fns, weights, cot)
+    for part in chunk_map(lambda cot: _pullback_gram(fns, weights, cot, d), cots, w): M += part
     return M
 
 def _weighted_pullback(fns: list, weights: list[float], cot: Tensor) -> Tensor:
@@ -306,13 +308,13 @@ def _weighted_pullback(fns: list, weights: list[float], cot: Tensor) -> Tensor:
     g = None
     for w, fn in zip(weights, fns):
         gk = fn(cot)
-        g = gk * w if g is None else g.add_(gk, alpha=w)
+        g = (gk if w == 1 else gk * w) if g is None else g.add_(gk, alpha=w)
     return g
 
-def _add_pullbacks(M: Tensor, fns: list, weights: list[float], cot: Tensor):
-    "`M += gᵀg` for one chunk of sources, `g` their weighted pull-backs."
-    Gr = _weighted_pullback(fns, weights, cot).reshape(-1, M.shape[0]).to(torch.float64)
-    M.addmm_(Gr.T, Gr)
+def _pullback_gram(fns: list, weights: list[float], cot: Tensor, d: int) -> Tensor:
+    "`gᵀg` (float64 `[d, d]`) for one chunk of sources, `g` their weighted pull-backs: the chunk's share of `M'`."
+    Gr = _weighted_pullback(fns, weights, cot).reshape(-1, d).to(torch.float64)
+    return Gr.T @ Gr
 
 def row_cotangents(i0: int, n: int, B: int, T: int, I: int, dtype, device) -> Tensor:
     "`[n, B, T, I]` cotangents `e_i` at every position for the output rows `i0 … i0+n-1` (contiguous, see above)."
@@ -327,17 +329,20 @@ def _causal_M_dash(Fh: Callable, acts: Tensor, alphas: list[float], weights: lis
     B, P, d = acts.shape
     per_pos = n_sources_hidden or I                      # sources per output position (one-hot dims, or R_h sign patterns)
     lo, hi = dir_range or (0, P * per_pos)
+    w = chunk_workers(acts.device, exact=getattr(Fh, 'pullback', None) is not None)
+    def chunks():                                        # (pull-backs at positions ≤ t, cotangents), drawn in source order
+        for t in range(lo // per_pos, -(-hi // per_pos)):    # positions holding sources of [lo, hi)
+            q0, q1 = max(lo, t * per_pos), min(hi, (t + 1) * per_pos)
+            if q0 >= q1: continue
+            x = acts[:, :t + 1]
+            fns = [batched_vjp(Fh, x * a)[1] for a in alphas]
+            c = chunk_size(q1 - q0, _pullback_bytes(B, t + 1, d, t + 1, I, len(alphas), acts.element_size()),
+                           chunk_budget(mem_budget, w, acts.device), max_chunk and -(-max_chunk // w))
+            for s in range(q0, q1, c):
+                yield fns, source_cotangents(list(range(s, min(s + c, q1))), B, t + 1, I, None, n_sources_hidden,
+                                             generator, acts.dtype, acts.device)
     M = torch.zeros(d, d, dtype=torch.float64, device=acts.device)
-    for t in range(lo // per_pos, -(-hi // per_pos)):    # positions holding sources of [lo, hi), in source order
-        q0, q1 = max(lo, t * per_pos), min(hi, (t + 1) * per_pos)
-        if q0 >= q1: continue
-        x = acts[:, :t + 1]
-        fns = [batched_vjp(Fh, x * a)[1] for a in alphas]
-        c = chunk_size(q1 - q0, _pullback_bytes(B, t + 1, d, t + 1, I, len(alphas), acts.element_size()), mem_budget, max_chunk)
-        for s in range(q0, q1, c):
-            cot = source_cotangents(list(range(s, min(s + c, q1))), B, t + 1, I, None, n_sources_hidden, generator,
-                                    acts.dtype, acts.device)
-            _add_pullbacks(M, fns, weights, cot)
+    for part in chunk_map(lambda fc: _pullback_gram(fc[0], weights, fc[1], d), chunks(), w): M += part
     return M
 
 def basis_mode(n_pos_in: int, n_pos_out: int, d_out: int,     # P_l, P_{l+1}, r_{l+1}
@@ -396,11 +401,13 @@ def _positionwise_M_dash(Fh: Callable, acts: Tensor, alphas: list[float], weight
     for x0 in range(0, B, b):
         xb = acts[x0:x0 + b]; nb = xb.shape[0]
         fns = [batched_vjp(Fh, xb * a)[1] for a in alphas]
-        c = chunk_size(I, per_dir * nb // B, max(1, rest - nb * per_sample), max_chunk)
+        w = chunk_workers(acts.device, exact=getattr(Fh, 'pullback', None) is not None)
+        c = chunk_size(I, per_dir * nb // B, chunk_budget(max(1, rest - nb * per_sample), w, acts.device),
+                       max_chunk and -(-max_chunk // w))
         J = torch.empty(nb, P, I, d, dtype=acts.dtype, device=acts.device)   # J[x, s, i] = ∂F̂_{s,i}/∂z_s
-        for i0 in range(0, I, c):
-            E = row_cotangents(i0, min(c, I - i0), nb, P, I, acts.dtype, acts.device)
-            J[:, :, i0:i0 + len(E)] = _weighted_pullback(fns, weights, E).permute(1, 2, 0, 3)
+        rows = ((i0, row_cotangents(i0, min(c, I - i0), nb, P, I, acts.dtype, acts.device)) for i0 in range(0, I, c))
+        for i0, Jc in chunk_map(lambda r: (r[0], _weighted_pullback(fns, weights, r[1])), rows, w):
+            J[:, :, i0:i0 + len(Jc)] = Jc.permute(1, 2, 0, 3)
         J64 = J.to(torch.float64)
         SJ = J64 * S[None, :, :, None] if kind == 'diag' else S[x0:x0 + nb].to(torch.float64) @ J64
         M.addmm_(J64.reshape(-1, d).T, SJ.reshape(-1, d))

@@ -4,8 +4,8 @@
 
 # %% ../nbs/00a_dist.ipynb #a4419cdf
 from __future__ import annotations
-import contextlib, os, sys, traceback
-from typing import Any, Callable
+import collections, concurrent.futures, contextlib, os, sys, threading, traceback
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor
@@ -13,8 +13,9 @@ from torch import Tensor
 from .core import LibConfigError, default_device
 
 # %% auto #0
-__all__ = ['MPI_INSTALL', 'MPI_ENV_VARS', 'FAIL_ENV', 'DistributedBuildError', 'SingleProcess', 'sum_in_order', 'import_mpi',
-           'MPIDist', 'launched_by_mpi', 'get_dist', 'rank_device', 'ThreadDist', 'run_threads', 'collect']
+__all__ = ['MPI_INSTALL', 'MPI_ENV_VARS', 'FAIL_ENV', 'CPU_CHUNK_BYTES', 'DistributedBuildError', 'SingleProcess', 'sum_in_order',
+           'import_mpi', 'MPIDist', 'launched_by_mpi', 'get_dist', 'rank_device', 'ThreadDist', 'run_threads',
+           'collect', 'chunk_workers', 'chunk_budget', 'chunk_map']
 
 # %% ../nbs/00a_dist.ipynb #0b518157
 class DistributedBuildError(RuntimeError):
@@ -165,3 +166,49 @@ def collect(dist: SingleProcess,           # the ranks
         raise exc                  # the same config error on every rank: the error a single process would raise
     if bad: raise DistributedBuildError([(r, phase, e[0]) for r, e in bad], {r: e[1] for r, e in bad})
     return [o for _, o in got] if gather else [out]
+
+# %% ../nbs/00a_dist.ipynb #1b145fa9
+_worker = threading.local()
+
+def chunk_workers(device: torch.device | str | None = None,
+                  exact: bool = True   # the chunks are plain tensor operations (exact pull-backs), not torch.func transforms
+                 ) -> int:
+    "Threads for the chunks of a Jacobian phase: torch's intra-op thread count on a CPU; 1 on a GPU, inside a worker or when not `exact`."
+    if not exact or getattr(_worker, 'on', False): return 1
+    if device is not None and torch.device(device).type != 'cpu': return 1
+    return max(1, torch.get_num_threads())
+
+CPU_CHUNK_BYTES = 2**25   # one chunk's working set on a CPU (measured: beyond it fresh tensors fault their pages in)
+
+def chunk_budget(mem_budget: int,   # bytes the phase may hold in chunks at once
+                 workers: int = 1,  # chunks in flight (`chunk_workers`)
+                 device: torch.device | str | None = None
+                ) -> int:
+    "Bytes for one chunk: its share of `mem_budget` when `workers` run side by side, and on a CPU at most `CPU_CHUNK_BYTES`."
+    b = max(1, mem_budget // max(1, workers))
+    return b if device is not None and torch.device(device).type != 'cpu' else min(b, CPU_CHUNK_BYTES)
+
+def _one_thread():
+    torch.set_num_threads(1); _worker.on = True
+
+def chunk_map(fn: Callable[[Any], Any],   # work on one item: plain tensor operations (no torch.func transforms)
+              items: Iterable,            # drawn lazily, in order, in the caller's thread
+              workers: int = 1            # threads; 1: a plain loop in the caller's thread
+             ) -> Iterator:
+    "`fn(item)` for every item, yielded in order; with `workers` > 1 that many run at once, one torch thread each."
+    if workers <= 1:
+        for it in items: yield fn(it)
+        return
+    n0, q = torch.get_num_threads(), collections.deque()
+    pool = concurrent.futures.ThreadPoolExecutor(workers, initializer=_one_thread)
+    torch.set_num_threads(1)                              # the caller draws the items meanwhile: one thread too
+    try:
+        for it in items:
+            if len(q) == workers: yield q.popleft().result()
+            q.append(pool.submit(fn, it))
+        while q: yield q.popleft().result()
+    finally:
+        for f in q: f.cancel()
+        pool.shutdown(wait=True)
+        torch.set_num_threads(n0)
+

@@ -14,6 +14,7 @@ from torch.func import jvp, vjp, vmap
 from .core import Float, LibConfigError, parse_dtype
 from .bases import as_batches, integration_points, check_acts, plain_acts, rademacher, chunk_size, row_cotangents
 from .jacobians import squared_edges_from_jacobian, batched_vjp, batched_jvp, lib_coordinates
+from .dist import chunk_budget, chunk_map, chunk_workers
 
 # %% auto #0
 __all__ = ['EDGE_FORMULAS', 'EDGE_MODES', 'Edges', 'check_edge_formula', 'edge_mode', 'squared_edges_batch',
@@ -67,21 +68,26 @@ def _causal_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float], weigh
                          ) -> Tensor:
     "Deterministic eq. 20–21 for a causal section with every position out: output `t` pulled back through positions ≤ t."
     B, P, r = f_hat.shape
+    w = chunk_workers(f_hat.device, exact=getattr(H, 'pullback', None) is not None)
+    def chunks():                                        # (first row, rows, pull-backs through positions ≤ t, f̂ there, cotangents)
+        for t in range(P):                               # cost Σ_t (t+1) instead of P·P position-passes
+            fh = f_hat[:, :t + 1]
+            fns = []
+            for a in alphas:
+                out, fn = batched_vjp(H, fh * a)
+                fns.append(fn)
+            I = out.shape[2]
+            lo, hi = out_range or (0, I)
+            c = chunk_size(hi - lo, _edge_bytes(B, t + 1, r, t + 1, I, r, f_hat.element_size()),
+                           chunk_budget(mem_budget, w, f_hat.device), max_chunk and -(-max_chunk // w))
+            for s in range(lo, hi, c):
+                rows = list(range(s, min(s + c, hi)))
+                yield (s - lo, hi - lo, fns, fh, _edge_cotangents([(t, i) for i in rows], B, t + 1, I, False, None,
+                                                                   f_hat.dtype, f_hat.device))
     E = None
-    for t in range(P):                                   # cost Σ_t (t+1) instead of P·P position-passes
-        fh = f_hat[:, :t + 1]
-        fns = []
-        for a in alphas:
-            out, fn = batched_vjp(H, fh * a)
-            fns.append(fn)
-        I = out.shape[2]
-        lo, hi = out_range or (0, I)
-        if E is None: E = torch.zeros(hi - lo, r, dtype=torch.float64, device=f_hat.device)
-        c = chunk_size(hi - lo, _edge_bytes(B, t + 1, r, t + 1, I, r, f_hat.element_size()), mem_budget, max_chunk)
-        for s in range(lo, hi, c):
-            rows = list(range(s, min(s + c, hi)))
-            cot = _edge_cotangents([(t, i) for i in rows], B, t + 1, I, False, None, f_hat.dtype, f_hat.device)
-            E[s - lo:s - lo + len(rows)] += _edge_rows(fns, weights, cot, fh, acc)
+    for s, n, part in chunk_map(lambda ch: (ch[0], ch[1], _edge_rows(ch[2], weights, ch[4], ch[3], acc)), chunks(), w):
+        if E is None: E = torch.zeros(n, r, dtype=torch.float64, device=f_hat.device)
+        E[s:s + len(part)] += part
     return E
 
 def _edge_bytes(B: int, P: int, r: int, T: int, I: int, d_in: int, el: int) -> int:
@@ -110,22 +116,27 @@ def _forward_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float], weig
     S = _edge_signs(n_sources, hi - lo, B, T, generator, f_hat, acc)
     E = torch.zeros(hi - lo, r, dtype=torch.float64, device=f_hat.device)
     per_sample = _edge_bytes(1, P, r, T, hi - lo, r, f_hat.element_size())   # one tangent, one sample
-    c = chunk_size(r, B * per_sample, mem_budget, max_chunk)
+    nw = chunk_workers(f_hat.device, exact=getattr(H, 'pushforward', None) is not None)
+    budget = chunk_budget(mem_budget, nw, f_hat.device)
+    c = chunk_size(r, B * per_sample, budget, max_chunk and -(-max_chunk // nw))
     if c < min(4, r) and not max_chunk: c = min(4, r)      # each chunk re-runs the primal: fewer samples, not < 4 tangents
-    b = max(1, min(B, mem_budget // (c * per_sample)))
-    for b0 in range(0, B, b):
-        fh = f_hat[b0:b0 + b]
-        pushes = [batched_jvp(H, fh * a)[1] for a in alphas]    # exact batched tangents, or vmap of jvp
-        for j0 in range(0, r, c):
-            cols = torch.arange(j0, min(j0 + c, r), device=f_hat.device)
-            U = torch.zeros(len(cols), *fh.shape, dtype=fh.dtype, device=fh.device)
-            U[torch.arange(len(cols), device=fh.device), :, :, cols] = fh[..., cols].permute(2, 0, 1)   # unscaled f̂_j
-            J = None
-            for push, w in zip(pushes, weights):
-                Jk = push(U)[..., lo:hi].mul_(w).to(acc)                          # [c, b, T, rows]
-                J = Jk if J is None else J.add_(Jk)
-            if S is None: E[:, cols] += J.to(torch.float64).square().sum((1, 2)).T
-            else: E[:, cols] += torch.einsum('ribt,jbti->rijb', S[:, :, b0:b0 + b], J).to(torch.float64).square().sum((0, 3))
+    b = max(1, min(B, budget // (c * per_sample)))
+    def chunks():                                        # (samples from b0, pushes there, input directions), in order
+        for b0 in range(0, B, b):
+            fh = f_hat[b0:b0 + b]
+            pushes = [batched_jvp(H, fh * a)[1] for a in alphas]    # exact batched tangents, or vmap of jvp
+            for j0 in range(0, r, c): yield b0, fh, pushes, torch.arange(j0, min(j0 + c, r), device=f_hat.device)
+    def part(ch):
+        b0, fh, pushes, cols = ch
+        U = torch.zeros(len(cols), *fh.shape, dtype=fh.dtype, device=fh.device)
+        U[torch.arange(len(cols), device=fh.device), :, :, cols] = fh[..., cols].permute(2, 0, 1)   # unscaled f̂_j
+        J = None
+        for push, w in zip(pushes, weights):
+            Jk = push(U)[..., lo:hi].mul_(w).to(acc)                              # [c, b, T, rows]
+            J = Jk if J is None else J.add_(Jk)
+        if S is None: return cols, J.to(torch.float64).square().sum((1, 2)).T
+        return cols, torch.einsum('ribt,jbti->rijb', S[:, :, b0:b0 + len(fh)], J).to(torch.float64).square().sum((0, 3))
+    for cols, e in chunk_map(part, chunks(), nw): E[:, cols] += e
     return E
 
 def _edge_signs(n_sources: int | None, n_rows: int, B: int, T: int, generator, f_hat: Tensor, acc) -> Tensor | None:
@@ -142,14 +153,17 @@ def _positionwise_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float],
     lo, hi = out_range or (0, I)
     S = _edge_signs(n_sources, hi - lo, B, T, generator, f_hat, acc)
     fns = [batched_vjp(H, f_hat * a)[1] for a in alphas]
-    c = chunk_size(hi - lo, _edge_bytes(B, P, r, T, I, r, f_hat.element_size()), mem_budget, max_chunk)
+    w = chunk_workers(f_hat.device, exact=getattr(H, 'pullback', None) is not None)
+    c = chunk_size(hi - lo, _edge_bytes(B, P, r, T, I, r, f_hat.element_size()),
+                   chunk_budget(mem_budget, w, f_hat.device), max_chunk and -(-max_chunk // w))
     E = torch.zeros(hi - lo, r, dtype=torch.float64, device=f_hat.device)
-    for i0 in range(lo, hi, c):
+    def part(i0):
         cot = row_cotangents(i0, min(c, hi - i0), B, T, I, f_hat.dtype, f_hat.device)   # pull-back at s: ∂Ĥ_{s,i}/∂ẑ_s
         J = _weighted_J(fns, weights, cot, f_hat, acc, sum_pos=False)   # J_{x,t,i,j} for every t, before any Σ over t
         rows = slice(i0 - lo, i0 - lo + len(cot))
-        if S is None: E[rows] += J.to(torch.float64).square().sum((1, 2))
-        else: E[rows] += torch.einsum('rcbt,cbtj->rcbj', S[:, rows], J).to(torch.float64).square().sum((0, 2))
+        if S is None: return rows, J.to(torch.float64).square().sum((1, 2))
+        return rows, torch.einsum('rcbt,cbtj->rcbj', S[:, rows], J).to(torch.float64).square().sum((0, 2))
+    for rows, e in chunk_map(part, range(lo, hi, c), w): E[rows] += e
     return E
 
 EDGE_MODES = ('auto', 'forward', 'reverse')
@@ -206,12 +220,12 @@ def squared_edges_batch(F: Callable,                          # section F_l
     pairs = [(t, i) for t in range(n_sources or T) for i in range(lo, hi)]   # position-like index outer
     E = torch.zeros(hi - lo, r, dtype=torch.float64, device=acts.device)
     per_dir = _edge_bytes(B, P, r, T, I, acts.shape[-1], acts.element_size())
-    c = chunk_size(len(pairs), per_dir, mem_budget, max_chunk)
-    for s in range(0, len(pairs), c):
-        chunk = pairs[s:s + c]
-        cot = _edge_cotangents(chunk, B, T, I, bool(n_sources), generator, acts.dtype, acts.device)
-        rows = torch.tensor([i - lo for _, i in chunk], device=acts.device)
-        E.index_add_(0, rows, _edge_rows(fns, weights, cot, f_hat, acc))
+    w = chunk_workers(acts.device, exact=getattr(H, 'pullback', None) is not None)
+    c = chunk_size(len(pairs), per_dir, chunk_budget(mem_budget, w, f_hat.device), max_chunk and -(-max_chunk // w))
+    cots = ((pairs[s:s + c], _edge_cotangents(pairs[s:s + c], B, T, I, bool(n_sources), generator, acts.dtype, acts.device))
+            for s in range(0, len(pairs), c))          # drawn in order
+    for chunk, e in chunk_map(lambda ch: (ch[0], _edge_rows(fns, weights, ch[1], f_hat, acc)), cots, w):
+        E.index_add_(0, torch.tensor([i - lo for _, i in chunk], device=acts.device), e)
     return E
 
 # %% ../nbs/05_edges.ipynb #009b3ce4

@@ -378,13 +378,32 @@ def _forward_saving(m, mid: str, parts: tuple) -> tuple[tuple, _Saved]:
         keep = ki <= qi
         if m.window is not None: keep = keep & (ki > qi - m.window)
         A = torch.where(keep, scores, torch.tensor(float('-inf'), dtype=scores.dtype, device=q.device)).softmax(-1)
-        return m(*parts), _Saved(A=A, q=q.transpose(1, 2), k=k.transpose(1, 2), v=v.transpose(1, 2))   # [B, H, P, e]
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)       # [B, H, P, e]
+        return m(*parts), _Saved(A=A, q=q, k=k, v=v, qs=q / m.scale, ks=k / m.scale)
     if isinstance(m, Act): return m(*parts), _Saved(dact=_dact(m.act, parts[0]))
     if isinstance(m, (LNVar, LNOut)) and m.has_ln:
         r = parts[1] if isinstance(m, LNOut) or m.parallel else parts[0]
         if isinstance(m, LNOut): return m(*parts), _Saved(xc=_ln_xc(r, m.d), var=parts[0])
         return m(*parts), _Saved(xc=_ln_xc(r, m.d))
     return m(*parts), None
+
+def _qkv_buffer(gq: Tensor, gk: Tensor, gv: Tensor) -> Tensor | None:
+    "The contiguous `[n, batch, pos, wq + wk + wv]` tensor whose consecutive column blocks `gq, gk, gv` are (as `AttnOut`'s pull-back leaves them), else None."
+    b = gq._base
+    if b is None or gk._base is not b or gv._base is not b or not b.is_contiguous() or b.shape[:-1] != gq.shape[:-1]: return None
+    wq, wk, el = gq.shape[-1], gk.shape[-1], gq.element_size()
+    if b.shape[-1] != wq + wk + gv.shape[-1] or gq.data_ptr() != b.data_ptr(): return None
+    if gk.data_ptr() - gq.data_ptr() != wq * el or gv.data_ptr() - gq.data_ptr() != (wq + wk) * el: return None
+    return b
+
+def _rotate_back_(g: Tensor, rotary_dim: int, base: float):
+    "`g [n, batch, pos, head, d_head]` ← `Rᵀ g` on its first `rotary_dim` dims, in place (GPT-NeoX half-split pairs)."
+    h = rotary_dim // 2
+    sin, cos = rotary_sin_cos(g.shape[-3], rotary_dim, base, g)
+    a, b = g[..., :h], g[..., h:rotary_dim]                       # Rᵀ: (a, b) -> (a c + b s, b c − a s)
+    a0 = a.clone()
+    a.mul_(cos).addcmul_(b, sin)
+    b.mul_(cos).addcmul_(a0, sin, value=-1)
 
 def _pad_d(g: Tensor, w: int) -> Tensor:
     "`g [..., d]` padded with zeros to width `w` (the folded constant coordinate gets no gradient from the LN's first `d`)."
@@ -415,6 +434,12 @@ def _pull_back(m, mid: str, parts: tuple, s: _Saved | None, cots: tuple) -> tupl
         H, D = m.W_Q.shape[0], m.W_Q.shape[1]
         flat = lambda W: W.permute(1, 0, 2).flatten(1)                       # [H, D, e] -> [D, H·e]
         rows = lambda g: g.reshape(-1, g.shape[-1])
+        buf = _qkv_buffer(gq, gk, gv)
+        if buf is not None:                                                  # AttnOut's pull-back: q̄ k̄ v̄ side by side
+            if m.rotary_dim is not None:                                     # Rᵀ on the rotary dims, in place
+                for g in (gq, gk): _rotate_back_(g.unflatten(-1, (H, -1)), m.rotary_dim, m.rotary_base)
+            W = torch.cat([flat(m.W_Q), flat(m.W_K), flat(m.W_V)], 1)        # [D, H·(e_q + e_k + e_v)]
+            return ((rows(buf) @ W.T).view(*gv.shape[:-1], D), gr)          # one GEMM for the three
         gx = rows(gv) @ flat(m.W_V).T
         gx.addmm_(rows(gq), flat(m.W_Q).T).addmm_(rows(gk), flat(m.W_K).T)
         if m.rotary_dim is not None:                                           # the rotation's transpose on its few dims
@@ -423,22 +448,25 @@ def _pull_back(m, mid: str, parts: tuple, s: _Saved | None, cots: tuple) -> tupl
                 dlt = _rotation_delta(g.unflatten(-1, (H, -1)), rd, m.rotary_base, transpose=True)
                 gx.addmm_(rows(dlt.flatten(-2)), W[:, :, :rd].permute(1, 0, 2).flatten(1).T)
         return (gx.view(*gv.shape[:-1], D), gr)
-    if isinstance(m, AttnOut):
+    if isinstance(m, AttnOut):                                            # rows (t, n) per (b, h): every product one GEMM
         gy, gr = cots
-        n, B, P, _ = gy.shape
+        n, B, T, _ = gy.shape
         H, A = m.n_heads, s.A                                                 # [B, H, T, P]
-        dv = s.v.shape[-1]
-        gz = (gy @ m.W_O.flatten(0, 1).T).view(n, B, P, H, dv).permute(1, 3, 0, 2, 4)   # [B, H, n, T, dv]
-        gvv = (A.mT[:, :, None] @ gz)                                         # Σ_t A[t, s] z̄[t]: [B, H, n, P, dv]
-        gA = gz.flatten(2, 3) @ s.v.mT                                        # [B, H, n·T, P]: one GEMM per (b, h)
-        gA = gA.view(B, H, n, P, -1)
-        A1 = A[:, :, None]
-        gS = gA.mul_(A1)                                                      # softmax: A ⊙ (Ā − Σ_s A Ā), in place
+        P, e, dv = A.shape[-1], s.q.shape[-1], s.v.shape[-1]
+        gz = (gy.reshape(-1, gy.shape[-1]) @ m.W_O.flatten(0, 1).T).view(n, B, T, H, dv)
+        gz = gz.permute(1, 3, 2, 0, 4).contiguous()                           # [B, H, T, n, dv]
+        gvv = A.mT @ gz.view(B, H, T, n * dv)                                 # v̄[s] = Σ_t A[t, s] z̄[t]: [B, H, P, n·dv]
+        gS = (gz.view(B, H, T * n, dv) @ s.v.mT).view(B, H, T, n, P)          # Ā = z̄ vᵀ
+        A1 = A[:, :, :, None]
+        gS.mul_(A1)                                                           # softmax: A ⊙ (Ā − Σ_s A Ā), in place
         gS.addcmul_(A1, gS.sum(-1, keepdim=True), value=-1)
-        gq = (gS.flatten(2, 3) @ (s.k / m.scale)).view(B, H, n, P, -1)        # [B, H, n, T, dh]
-        gk = gS.mT @ (s.q / m.scale)[:, :, None]                              # [B, H, n, P, dh]
-        back = lambda g: g.permute(2, 0, 3, 1, 4).flatten(-2)                # -> [n, B, P, H·e]
-        return (back(gq), back(gk), back(gvv), gr)
+        q_ = (gS.view(B, H, T * n, P) @ s.ks).view(B, H, T, n, e)             # q̄[t] = Σ_s S̄[t, s] k[s]
+        k_ = (gS.view(B, H, T, n * P).mT @ s.qs).view(B, H, n, P, e)          # k̄[s] = Σ_t S̄[t, s] q[t]
+        parts = [q_.permute(3, 0, 2, 1, 4), k_.permute(2, 0, 3, 1, 4), gvv.view(B, H, P, n, dv).permute(3, 0, 2, 1, 4)]
+        buf = gy.new_empty(n, B, P, H * (2 * e + dv))                         # q̄ k̄ v̄ side by side: AttnIn's one GEMM
+        outs = torch.split(buf, [H * e, H * e, H * dv], -1)                   # [n, B, P, H·e] each
+        for o, g in zip(outs, parts): o.unflatten(-1, (H, -1)).copy_(g)
+        return (*outs, gr)
     if isinstance(m, Linear):
         W = getattr(m, m.names[0])
         return (cots[0] @ W.T, *cots[1:])
