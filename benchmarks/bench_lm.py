@@ -91,7 +91,7 @@ def run(name: str, n: int, ctx: int, device: str, max_memory_gb=None, peak_tflop
         emit('make_model', time.perf_counter() - t, B.peak_memory_mb())
         cfg = lm_build_config(pt, tk, exp_name=wl, **(COMMON | over))
         if max_memory_gb is not None:
-            if 'max_memory_gb' not in {f.name for f in __import__('dataclasses').fields(B.BuildConfig)}:
+            if 'max_memory_gb' not in B.BuildConfig.model_fields:
                 sys.exit('this lib_nb.build has no max_memory_gb field yet')
             cfg['max_memory_gb'] = max_memory_gb
         cfg = B.BuildConfig.from_dict(cfg)

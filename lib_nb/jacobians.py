@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .core import Float
-from .models import (SectionedModel, rotary_sin_cos, SequentialTransformer, MLP, Layer, module_type, compute_dtype,
+from .models import (SectionedModel, rotary_sin_cos, rotary_rotate, SequentialTransformer, MLP, Layer, module_type, compute_dtype,
     LNVar, LNOut, AttnIn, AttnOut, Add, Linear, Act)
 from torch.func import jvp, vjp, vmap
 
@@ -381,11 +381,21 @@ def _forward_saving(m, mid: str, parts: tuple) -> tuple[tuple, _Saved]:
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)       # [B, H, P, e]
         return m(*parts), _Saved(A=A, q=q, k=k, v=v, qs=q / m.scale, ks=k / m.scale)
     if isinstance(m, Act): return m(*parts), _Saved(dact=_dact(m.act, parts[0]))
+    if isinstance(m, AttnIn) and m.rotary_dim is not None: return m(*parts), _Saved(W=_rotated_qkv(m, parts[0].shape[-2]))
     if isinstance(m, (LNVar, LNOut)) and m.has_ln:
         r = parts[1] if isinstance(m, LNOut) or m.parallel else parts[0]
         if isinstance(m, LNOut): return m(*parts), _Saved(xc=_ln_xc(r, m.d), var=parts[0])
         return m(*parts), _Saved(xc=_ln_xc(r, m.d))
     return m(*parts), None
+
+def _rotated_qkv(m: AttnIn, P: int) -> Tensor:
+    "`W [P, H·(e_q + e_k + e_v), D]`: `x̄[p] = [q̄ k̄ v̄][p] W[p]`, position p's rotation folded into `W_Q` and `W_K`."
+    D = m.W_Q.shape[1]
+    def rot(W):                                                     # [H, D, e] -> [P, D, H·e]: x ↦ rotate_p(x W)
+        Wd = W.permute(1, 0, 2)[:, None].expand(D, P, *W.shape[::2])
+        return rotary_rotate(Wd, m.rotary_dim, m.rotary_base).transpose(0, 1).flatten(-2)
+    V = m.W_V.permute(1, 0, 2).flatten(1)[None].expand(P, D, -1)
+    return torch.cat([rot(m.W_Q), rot(m.W_K), V], -1).mT.contiguous()
 
 def _qkv_buffer(gq: Tensor, gk: Tensor, gv: Tensor) -> Tensor | None:
     "The contiguous `[n, batch, pos, wq + wk + wv]` tensor whose consecutive column blocks `gq, gk, gv` are (as `AttnOut`'s pull-back leaves them), else None."
@@ -395,15 +405,6 @@ def _qkv_buffer(gq: Tensor, gk: Tensor, gv: Tensor) -> Tensor | None:
     if b.shape[-1] != wq + wk + gv.shape[-1] or gq.data_ptr() != b.data_ptr(): return None
     if gk.data_ptr() - gq.data_ptr() != wq * el or gv.data_ptr() - gq.data_ptr() != (wq + wk) * el: return None
     return b
-
-def _rotate_back_(g: Tensor, rotary_dim: int, base: float):
-    "`g [n, batch, pos, head, d_head]` ← `Rᵀ g` on its first `rotary_dim` dims, in place (GPT-NeoX half-split pairs)."
-    h = rotary_dim // 2
-    sin, cos = rotary_sin_cos(g.shape[-3], rotary_dim, base, g)
-    a, b = g[..., :h], g[..., h:rotary_dim]                       # Rᵀ: (a, b) -> (a c + b s, b c − a s)
-    a0 = a.clone()
-    a.mul_(cos).addcmul_(b, sin)
-    b.mul_(cos).addcmul_(a0, sin, value=-1)
 
 def _pad_d(g: Tensor, w: int) -> Tensor:
     "`g [..., d]` padded with zeros to width `w` (the folded constant coordinate gets no gradient from the LN's first `d`)."
@@ -435,11 +436,13 @@ def _pull_back(m, mid: str, parts: tuple, s: _Saved | None, cots: tuple) -> tupl
         flat = lambda W: W.permute(1, 0, 2).flatten(1)                       # [H, D, e] -> [D, H·e]
         rows = lambda g: g.reshape(-1, g.shape[-1])
         buf = _qkv_buffer(gq, gk, gv)
-        if buf is not None:                                                  # AttnOut's pull-back: q̄ k̄ v̄ side by side
-            if m.rotary_dim is not None:                                     # Rᵀ on the rotary dims, in place
-                for g in (gq, gk): _rotate_back_(g.unflatten(-1, (H, -1)), m.rotary_dim, m.rotary_base)
+        if buf is not None and m.rotary_dim is not None:                     # q̄ k̄ v̄ side by side: one GEMM per position
+            n, B, P, K = buf.shape
+            gx = torch.bmm(buf.view(n * B, P, K).transpose(0, 1), s.W)          # [P, n·B, D]
+            return (gx.transpose(0, 1).reshape(n, B, P, D), gr)
+        if buf is not None:                                                  # q̄ k̄ v̄ side by side: one GEMM
             W = torch.cat([flat(m.W_Q), flat(m.W_K), flat(m.W_V)], 1)        # [D, H·(e_q + e_k + e_v)]
-            return ((rows(buf) @ W.T).view(*gv.shape[:-1], D), gr)          # one GEMM for the three
+            return ((rows(buf) @ W.T).view(*gv.shape[:-1], D), gr)
         gx = rows(gv) @ flat(m.W_V).T
         gx.addmm_(rows(gq), flat(m.W_Q).T).addmm_(rows(gk), flat(m.W_K).T)
         if m.rotary_dim is not None:                                           # the rotation's transpose on its few dims

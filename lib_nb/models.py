@@ -24,7 +24,7 @@ __all__ = ['ACTIVATIONS', 'LAST_POS_MODULE_TYPES', 'MLP_ACTIVATIONS', 'MLPActiva
            'Layer', 'MLP', 'check_mlp_weights', 'nonfinite_weight', 'check_finite_weights', 'save_mlp', 'load_mlp',
            'load_state_dict', 'ModularMLPConfig', 'block_diagonal_weight', 'modular_mlp', 'load_modadd_transformer',
            'tiny_tlens_model', 'save_tiny_modadd', 'SeqConfig', 'compute_dtype', 'Embed', 'PosEmbed', 'Add', 'LNVar',
-           'LNOut', 'rotary_sin_cos', 'AttnIn', 'AttnOut', 'Linear', 'Act', 'SequentialTransformer',
+           'LNOut', 'rotary_sin_cos', 'rotary_rotate', 'AttnIn', 'AttnOut', 'Linear', 'Act', 'SequentialTransformer',
            'check_seq_weights', 'section_on_rows']
 
 # %% ../nbs/01_models.ipynb #5fafe287
@@ -682,7 +682,7 @@ def rotary_sin_cos(P: int, rotary_dim: int, base: float, like: Tensor) -> tuple[
     angles = torch.arange(P, dtype=hp, device=like.device)[:, None] / freq[None, :]
     return torch.sin(angles).to(like.dtype)[:, None, :], torch.cos(angles).to(like.dtype)[:, None, :]
 
-def _rotate(x: Tensor, rotary_dim: int, base: float) -> Tensor:
+def rotary_rotate(x: Tensor, rotary_dim: int, base: float) -> Tensor:
     "GPT-NeoX rotary embedding on the first `rotary_dim` dims of `x [batch, pos, head, d_head]` (half-split pairs)."
     n = rotary_dim // 2
     sin, cos = (torch.cat([t, t], -1) for t in rotary_sin_cos(x.shape[-3], rotary_dim, base, x))
@@ -703,7 +703,7 @@ class AttnIn(nn.Module):
     def forward(self, x, r):
         q, k, v = self._proj(x, self.W_Q, self.b_Q), self._proj(x, self.W_K, self.b_K), self._proj(x, self.W_V, self.b_V)
         if self.rotary_dim is not None:
-            q, k = _rotate(q, self.rotary_dim, self.rotary_base), _rotate(k, self.rotary_dim, self.rotary_base)
+            q, k = rotary_rotate(q, self.rotary_dim, self.rotary_base), rotary_rotate(k, self.rotary_dim, self.rotary_base)
         return (q.flatten(-2), k.flatten(-2), v.flatten(-2), r)
 
 class AttnOut(nn.Module):
