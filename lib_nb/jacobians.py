@@ -384,7 +384,9 @@ def _forward_saving(m, mid: str, parts: tuple) -> tuple[tuple, _Saved]:
     if isinstance(m, AttnIn) and m.rotary_dim is not None: return m(*parts), _Saved(W=_rotated_qkv(m, parts[0].shape[-2]))
     if isinstance(m, (LNVar, LNOut)) and m.has_ln:
         r = parts[1] if isinstance(m, LNOut) or m.parallel else parts[0]
-        if isinstance(m, LNOut): return m(*parts), _Saved(xc=_ln_xc(r, m.d), var=parts[0])
+        if isinstance(m, LNOut):                                          # 1/σ and ∂(1/σ)/∂var, once per tape
+            var = parts[0]; sig = (var.clamp(min=0) + m.eps).sqrt()
+            return m(*parts), _Saved(xc=_ln_xc(r, m.d), inv_sig=1 / sig, coef=(var >= 0) / (-2 * sig ** 3))
         return m(*parts), _Saved(xc=_ln_xc(r, m.d))
     return m(*parts), None
 
@@ -421,13 +423,13 @@ def _pull_back(m, mid: str, parts: tuple, s: _Saved | None, cots: tuple) -> tupl
         return (cots[2], gr) if m.parallel else (gr,)
     if isinstance(m, LNOut):                                              # y = x_c / σ with var an input: x̄ = (ȳ − mean ȳ)/σ
         if not m.has_ln: return cots if m.final else (cots[0] + cots[1],)
-        var, d, gy = s.var, m.d, cots[0]
-        sig = (var.clamp(min=0) + m.eps).sqrt()
+        d, gy = m.d, cots[0]
         gd = gy[..., :d]
-        gvar = (gd * s.xc).sum(-1, keepdim=True).mul_((var >= 0) / (-2 * sig ** 3))
-        gr = gy.clone() if (m.parallel or m.final) else gy + cots[1]      # the carried constant (folded) passes through
-        gr[..., :d] = (gd - gd.mean(-1, keepdim=True)).div_(sig)
-        if not (m.parallel or m.final): gr[..., :d] += cots[1][..., :d]
+        gvar = (gd * s.xc).sum(-1, keepdim=True).mul_(s.coef)
+        gr = torch.empty_like(gy)
+        torch.sub(gd, gd.mean(-1, keepdim=True), out=gr[..., :d]).mul_(s.inv_sig)
+        gr[..., d:] = gy[..., d:]                                         # the carried constant (folded) passes through
+        if not (m.parallel or m.final): gr.add_(cots[1])
         if m.parallel: return (gvar, gr, cots[1])
         return (gvar, gr) if m.final else (gvar, gr)
     if isinstance(m, AttnIn):                                             # x̄ = Σ Rᵀq̄ W_Qᵀ + Rᵀk̄ W_Kᵀ + v̄ W_Vᵀ, accumulated in GEMMs
@@ -488,11 +490,10 @@ def _push_forward(m, mid: str, parts: tuple, s: _Saved | None, tans: tuple) -> t
         return (tv, tr, tans[0]) if m.parallel else (tv, tr)
     if isinstance(m, LNOut):
         if not m.has_ln: return tans if m.final else (tans[0], tans[0])
-        var, d, tv, tr = s.var, m.d, tans[0], tans[1]
-        sig = (var.clamp(min=0) + m.eps).sqrt()
+        d, tv, tr = m.d, tans[0], tans[1]
         td = tr[..., :d]
-        ty = (td - td.mean(-1, keepdim=True)).div_(sig)
-        ty.addcmul_(s.xc, tv * (var >= 0) / (-2 * sig ** 3))
+        ty = (td - td.mean(-1, keepdim=True)).mul_(s.inv_sig)
+        ty.addcmul_(s.xc, tv * s.coef)
         if m.folded: ty = torch.cat([ty, tr[..., d:d + 1]], -1)
         if m.parallel: return (ty, tans[2])
         return (ty,) if m.final else (ty, tr)
