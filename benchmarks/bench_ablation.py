@@ -6,6 +6,7 @@ Workloads (spec §7, float32, test split, as published):
   edge_bisect_lib_unembed  the same, unembed -> output only (the quick workload)
   profile_lib            where the time of the two paper workloads goes: loading, folding, data, activations, and per
                          layer (block) the section evaluations, the samples pushed through them and their seconds
+                         (edge blocks: also the fast path's mask-row groups per section form)
   faithfulness_lib       one faithfulness check (issue 18 item 1) on the graph's own build data set (train split, float32):
                          the first call (loads model and data), a repeated nodes call (13/17/8 features kept), and
                          edges calls with the bisect answers' masks (133/91/633 edges): cold, repeated, and with the
@@ -60,17 +61,26 @@ def run_profile(ref, device: str) -> dict:
         t0 = time.perf_counter(); y = section(l, x); s = stats[l]; s[0] += 1; s[1] += x.shape[0]; s[2] += time.perf_counter() - t0
         return y
     model.section = counted
+    from lib_nb import ablation
+    fast, fstats = ablation._fast_group, defaultdict(lambda: [0, 0, 0.0])
+    def fast_counted(form, M, u, index, *rest):         # edge ablation's fast path: mask-row groups, samples, seconds
+        t0 = time.perf_counter(); y = fast(form, M, u, index, *rest); s = fstats[form['kind']]
+        s[0] += 1; s[1] += index.shape[0]; s[2] += time.perf_counter() - t0
+        return y
+    ablation._fast_group = fast_counted
     for name, cfg in [('node', ncfg), ('edge', ecfg)]:
         layers = cfg.ablation_node_layers[:-1] if name == 'edge' else cfg.ablation_node_layers
         for layer in layers:
-            stats.clear(); t = clock()
+            stats.clear(); fstats.clear(); t = clock()
             if name == 'edge': n = len(edge_ablation_curve(store, g, layer, cfg.schedule, base=base).scores)
             else: n = len(node_ablation_curve(store, g, layer, cfg.schedule, base=base))
             wall, cpu = since(t)
             out[f'{name}:{layer}'] = dict(seconds=wall, cpu_seconds=cpu, points=n,
                                           sections={f'section_{l}': dict(calls=c, samples=m, seconds=round(sec, 2))
                                                     for l, (c, m, sec) in sorted(stats.items())})
-    model.section = section
+            if fstats: out[f'{name}:{layer}']['fast_path'] = {k: dict(groups=c, samples=m, seconds=round(sec, 2))
+                                                               for k, (c, m, sec) in fstats.items()}
+    model.section, ablation._fast_group = section, fast
     return out | dict(n_samples=store.n_samples, load_avg=round(os.getloadavg()[0], 1), device=str(device), machine=machine(),
                       torch=torch.__version__)
 

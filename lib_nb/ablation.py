@@ -20,7 +20,7 @@ from .data import load_dataset
 from .folding import load_folded
 from .graph import Graph, load_graph, GraphCache
 from .build import ActivationStore, BuildConfig, combine_scores, load_model
-from .models import PositionRows, position_rows
+from .models import (Layer, Linear, LNOut, LNVar, PositionRows, compute_dtype, module_type, position_rows)
 
 _log = logging.getLogger(__name__)
 
@@ -201,6 +201,73 @@ def ablated_score(store: ActivationStore,          # node-layer activations of t
     "The data set's score with node layer `l` replaced by `transform(f^l)` (§7.1), by the build's scorer."
     return combine_scores(store.score_terms(eval_type, l, transform, start), ce_loss_batch_mean)
 
+# %% ../nbs/07_ablation.ipynb #e6fa5702
+def _section_form(model, l: int) -> dict | None:
+    "Section `l` as a known form edge ablation can evaluate per output column (`linear`, `act`, `mlp`, `attn`), or None."
+    if model is None or len(model.tuple_widths(l)) != 1: return None
+    ids, mods = model._section_ids[f'section_{l}'], list(model.sections[f'section_{l}'])
+    lp = model.last_pos_module_type
+    cut = lp is not None and lp in [module_type(i) for i in ids]      # the section ends at the last position
+    chain = [(module_type(i), m) for i, m in zip(ids, mods) if not (isinstance(m, (LNVar, LNOut)) and not m.has_ln)]
+    types, ms = [t for t, _ in chain], [m for _, m in chain]
+    if len(ms) == 1 and isinstance(ms[0], Layer):                     # an MLP's layer: act(x W + b), act None: linear
+        return dict(kind='linear' if ms[0].act is None else 'act', W=ms[0].W, b=ms[0].b, act=ms[0].act, cut=cut)
+    if len(ms) == 1 and isinstance(ms[0], Linear):                    # the unembed
+        W, b = (getattr(ms[0], n) for n in ms[0].names)
+        return dict(kind='linear', W=W, b=b, act=None, cut=cut)
+    if types == ['mlp_in', 'mlp_act', 'mlp_out', 'add_resid2'] and not ms[3].keep_resid:   # x + act(x W_in + b_in) W_out + b_out
+        return dict(kind='mlp', W=ms[0].W_in, b=ms[0].b_in, act=ms[1].act, W_out=ms[2].W_out, b_out=ms[2].b_out, cut=cut)
+    if (types == ['attn_in', 'attn_out', 'add_resid1'] and not ms[2].keep_resid and ms[0].rotary_dim is None
+            and lp in ('attn_out', 'add_resid1')):                    # x + attention at the last query only
+        return dict(kind='attn', attn_in=ms[0], attn_out=ms[1], cut=True)
+    return None
+
+def _fast_maps(form: dict, C_in_pinv: Tensor, C_out: Tensor | None) -> dict:
+    "The section's linear maps composed with `C⁺_in` before and `C_out` after (in float64, then the input's dtype)."
+    dt, Ci = C_in_pinv.dtype, C_in_pinv.double()
+    out = lambda M: M.double() if C_out is None else M.double() @ C_out.double()
+    cast = lambda M: None if M is None else M.to(dt)
+    if form['kind'] == 'attn':
+        a, o = form['attn_in'], form['attn_out']
+        flat = lambda W: W.permute(1, 0, 2).flatten(1)                  # [H, D, e] -> [D, H e]
+        bias = lambda b: None if b is None else b.flatten()
+        return dict(Q=cast(Ci @ flat(a.W_Q).double()), K=cast(Ci @ flat(a.W_K).double()), V=cast(Ci @ flat(a.W_V).double()),
+                    bQ=bias(a.b_Q), bK=bias(a.b_K), bV=bias(a.b_V), WO=cast(out(o.W_O)),          # WO: [H, d_v, rib_out]
+                    R=cast(out(Ci)), bo=cast(None if o.b_O is None else out(o.b_O)))
+    A, b = Ci @ form['W'].double(), form['b']
+    if form['kind'] == 'linear': return dict(A=cast(out(A)), b=cast(None if b is None else out(b)))
+    if form['kind'] == 'act': return dict(A=cast(A), b=b, Co=C_out)
+    return dict(A=cast(A), b=b, Wo=cast(out(form['W_out'])), R=cast(out(Ci)),
+                bo=cast(None if form['b_out'] is None else out(form['b_out'])))
+
+def _fast_group(form: dict, M: dict, u: Float[Tensor, "n rib_in"], index: Int[Tensor, "batch pos"],
+                kept: Int[Tensor, "k"], cols: Int[Tensor, "c"]) -> Float[Tensor, "batch pos_out c"]:
+    "Output columns `cols` of the section on the rows `u ⊙ R` (kept inputs `kept`), every sample gathered by `index`."
+    add = lambda y, b: y if b is None else y + b
+    uk = u[:, kept]                                                   # only the kept inputs enter the leading maps
+    if form['kind'] == 'act':
+        if M['Co'] is None: return form['act'](add(uk @ M['A'][kept][:, cols], None if M['b'] is None else M['b'][cols]))[index]
+        return (form['act'](add(uk @ M['A'][kept], M['b'])) @ M['Co'][:, cols])[index]
+    if form['kind'] == 'mlp':
+        y = form['act'](add(uk @ M['A'][kept], M['b'])) @ M['Wo'][:, cols] + uk @ M['R'][kept][:, cols]
+        return add(y, None if M['bo'] is None else M['bo'][cols])[index]
+    a, o = form['attn_in'], form['attn_out']                          # attention: the last query of every sample
+    H, (B, P), n = o.n_heads, index.shape, u.shape[0]
+    iq = index[:, -1]
+    uq, jq = torch.unique(iq, return_inverse=True)
+    q = add(uk[uq] @ M['Q'][kept], M['bQ']).unflatten(-1, (H, -1))
+    k = add(uk @ M['K'][kept], M['bK']).unflatten(-1, (H, -1))
+    cd = compute_dtype(q)
+    if len(uq) * n <= B * P:                                          # every (query row, key row) score once
+        S = torch.einsum('qhe,khe->qkh', q.to(cd), k.to(cd)).flatten(0, 1)
+        scores = S.index_select(0, (jq[:, None] * n + index).flatten()).view(B, P, H) / o.scale
+    else: scores = (q[jq][:, None].to(cd) * k[index].to(cd)).sum(-1) / o.scale
+    if o.window is not None: scores[:, :max(P - o.window, 0)] = float('-inf')
+    v = add(uk @ M['V'][kept], M['bV']).unflatten(-1, (H, -1))       # [n, H, d_v]
+    vw = torch.einsum('nhe,hec->nhc', v, M['WO'][..., cols])          # each key row's values through W_O C_out[:, cols]
+    y = torch.einsum('bph,bphc->bc', scores.softmax(1).to(v.dtype), vw[index]) + (uk @ M['R'][kept][:, cols])[iq]
+    return add(y, None if M['bo'] is None else M['bo'][cols])[:, None]
+
 # %% ../nbs/07_ablation.ipynb #03343d1b
 def edge_ablated_output(F: Callable[[Tensor], Tensor],   # section l: node layer l -> node layer l+1 (or logits)
                         x: Float[Tensor, "batch pos d_in"] | PositionRows,   # activations of node layer l (F then gets PositionRows)
@@ -209,42 +276,58 @@ def edge_ablated_output(F: Callable[[Tensor], Tensor],   # section l: node layer
                         mask: Bool[Tensor, "rib_out rib_in"],  # kept edges
                         max_rows: int = 2**16,              # samples per stacked evaluation of F
                         memo: dict | None = None,           # reuse output columns of mask rows seen before on this x
-                        key=None                            # names `x` in `memo` (default: its data pointer)
+                        key=None,                           # names `x` in `memo` (default: its data pointer)
+                        section: tuple | None = None        # `(model, l)` behind F: its known form's fast path (None: run F)
                        ) -> Float[Tensor, "batch pos_out d_out"]:
-    "Output of section l with only the masked edges (§7.3): one run of F per group of identical mask rows."
+    "Output of section l with only the masked edges (§7.3): per group of identical mask rows, F or the section's fast path."
     xr = x if isinstance(x, PositionRows) else None
     u = (x if xr is None else xr.rows) @ C_in
+    form = None if section is None else _section_form(*section)
+    if form is not None:                                              # every sample and position as a row of u and its index
+        M, ur = _fast_maps(form, C_in_pinv, C_out), u.reshape(-1, u.shape[-1])
+        index = xr.index if xr is not None else torch.arange(ur.shape[0], device=u.device).view(x.shape[:2])
+        if form['cut'] and form['kind'] != 'attn':                    # position-wise: cut the input, not the output
+            used, inv = torch.unique(index[:, -1], return_inverse=True)
+            ur, index = ur[used], inv[:, None]
+        if form['kind'] == 'linear':                                  # linear: every output column in one product
+            y = (ur @ (mask.T.to(ur.device, ur.dtype) * M['A']))[index]
+            y = y if M['b'] is None else y + M['b']
+            return y if C_out_pinv is None else y @ C_out_pinv
     rows, inv = mask_groups(mask.to(u.device))
     xk = (x if xr is None else xr.rows).data_ptr() if key is None else key
-    keys = [(xk, r.cpu().numpy().tobytes()) for r in rows]
     cols_of = [(inv == g).nonzero().squeeze(1) for g in range(rows.shape[0])]
-    y, todo = None, []
+    keys = [(xk, r.cpu().numpy().tobytes(), tuple(c.tolist())) for r, c in zip(rows, cols_of)]  # a row and its columns:
+    y, todo = None, []                                                # a column's round-off depends on its group's columns
     for g, k in enumerate(keys):
-        hit = memo is not None and k in memo and all(int(j) in memo[k] for j in cols_of[g])
-        if not hit: todo.append(g); continue
+        if memo is None or k not in memo: todo.append(g); continue
         if y is None: y = next(iter(memo[k].values())).new_zeros(*next(iter(memo[k].values())).shape, mask.shape[0])
         for j in cols_of[g]: y[..., j] = memo[k][int(j)]
     nb, chunk = x.shape[0], max(1, max_rows // max(x.shape[0], 1))
     for c0 in range(0, len(todo), chunk):
         gs = todo[c0:c0 + chunk]
-        R = rows[gs].to(u.dtype)
-        if xr is None:
-            xg = (u[None] * R[:, None, None, :]) @ C_in_pinv              # [g, batch, pos, d_in]
-            out = F(xg.reshape(-1, *xg.shape[2:]))
-        else:                                                             # masked distinct rows, each group its own copy
-            xg = (u[None] * R[:, None, :]) @ C_in_pinv                    # [g, n, d_in]
-            idx = xr.index[None] + u.shape[0] * torch.arange(len(gs), device=u.device)[:, None, None]
-            out = F(PositionRows(xg.reshape(-1, xg.shape[-1]), idx.reshape(-1, idx.shape[-1])))
-        out = out.reshape(len(gs), nb, *out.shape[1:])                    # [g, batch, pos_out, d_out]
-        which = torch.cat([torch.full_like(cols_of[g], i) for i, g in enumerate(gs)])
-        cols = torch.cat([cols_of[g] for g in gs])
-        Z = out[..., cols] if C_out is None else out @ C_out[:, cols]     # [g, batch, pos_out, n_cols]
-        if y is None: y = Z.new_zeros(*Z.shape[1:-1], mask.shape[0])
-        y[..., cols] = Z[which, ..., torch.arange(len(cols), device=Z.device)].movedim(0, -1)
+        if form is not None:                                          # the fast path: each group's own columns
+            for g in gs:
+                Z = _fast_group(form, M, ur, index, rows[g].nonzero().squeeze(1), cols_of[g])
+                if y is None: y = Z.new_zeros(*Z.shape[:-1], mask.shape[0])
+                y[..., cols_of[g]] = Z
+        else:
+            R = rows[gs].to(u.dtype)
+            if xr is None:
+                xg = (u[None] * R[:, None, None, :]) @ C_in_pinv              # [g, batch, pos, d_in]
+                out = F(xg.reshape(-1, *xg.shape[2:]))
+            else:                                                             # masked distinct rows, each group its own copy
+                xg = (u[None] * R[:, None, :]) @ C_in_pinv                    # [g, n, d_in]
+                idx = xr.index[None] + u.shape[0] * torch.arange(len(gs), device=u.device)[:, None, None]
+                out = F(PositionRows(xg.reshape(-1, xg.shape[-1]), idx.reshape(-1, idx.shape[-1])))
+            out = out.reshape(len(gs), nb, *out.shape[1:])                    # [g, batch, pos_out, d_out]
+            which = torch.cat([torch.full_like(cols_of[g], i) for i, g in enumerate(gs)])
+            cols = torch.cat([cols_of[g] for g in gs])
+            Z = out[..., cols] if C_out is None else out @ C_out[:, cols]     # [g, batch, pos_out, n_cols]
+            if y is None: y = Z.new_zeros(*Z.shape[1:-1], mask.shape[0])
+            y[..., cols] = Z[which, ..., torch.arange(len(cols), device=Z.device)].movedim(0, -1)
         if memo is not None and memo.get('_bytes', 0) < memo.get('_budget', 2**28):
             for g in gs:
-                d = memo.setdefault(keys[g], {})
-                for j in cols_of[g]: d[int(j)] = y[..., j].clone()
+                memo[keys[g]] = {int(j): y[..., j].clone() for j in cols_of[g]}
                 memo['_bytes'] = memo.get('_bytes', 0) + len(cols_of[g]) * y[..., 0].numel() * y.element_size()
     return y if C_out_pinv is None else y @ C_out_pinv
 
@@ -384,7 +467,8 @@ def edge_ablation_curve(store: ActivationStore,   # node-layer activations of th
         batch = itertools.count()     # the memo is keyed by batch number: a recomputing store hands out new tensors
         def out(x):
             b = next(batch)
-            return edge_ablated_output(F, _compact(x, rows, b), C_in, C_in_pinv, C_out, C_out_pinv, mask, max_rows, memo, b)
+            return edge_ablated_output(F, _compact(x, rows, b), C_in, C_in_pinv, C_out, C_out_pinv, mask, max_rows, memo, b,
+                                       section=(store.model, l))
         return ablated_score(store, eval_type, l, out, start=l + 1, ce_loss_batch_mean=ce_loss_batch_mean)
     if schedule.schedule_type == 'bisect':
         lo, probes = bisect_ablated(score_of, n, base, schedule.score_target_difference, eval_type,
@@ -742,7 +826,7 @@ def _kept_score(g: Graph, s: dict, nodes: dict[str, list[int]], masks: dict[int,
         for l in range(l0, model.n_sections):
             if l in P: x = x @ P[l]
             x = (edge_ablated_output(lambda z, l=l: model.section(l, z), x, *maps[l], masks[l].to(x.device),
-                                     memo=memo if not P else None, key=(b, l, up[l]))
+                                     memo=memo if not P else None, key=(b, l, up[l]), section=(model, l))
                  if l in masks else model.section(l, x))
         return x
     return ablated_score(store, s['eval_type'], l0, run, start=model.n_sections)
