@@ -497,6 +497,12 @@ def _push_forward(m, mid: str, parts: tuple, s: _Saved | None, tans: tuple) -> t
         if m.folded: ty = torch.cat([ty, tr[..., d:d + 1]], -1)
         if m.parallel: return (ty, tans[2])
         return (ty,) if m.final else (ty, tr)
+    if isinstance(m, AttnIn) and s is not None:                           # rotary: one GEMM per position, its rotation folded in
+        tx, tr = tans
+        n, B, P, D = tx.shape
+        g = torch.bmm(tx.reshape(n * B, P, D).transpose(0, 1), s.W.mT).transpose(0, 1).reshape(n, B, P, -1)
+        nq, nk = m.W_Q.shape[0] * m.W_Q.shape[2], m.W_K.shape[0] * m.W_K.shape[2]
+        return (g[..., :nq], g[..., nq:nq + nk], g[..., nq + nk:], tr)
     if isinstance(m, AttnIn):                                             # one GEMM for q, k, v; the rotation on its few dims
         tx, tr = tans
         H = m.W_Q.shape[0]
@@ -513,20 +519,23 @@ def _push_forward(m, mid: str, parts: tuple, s: _Saved | None, tans: tuple) -> t
                 out.append(t.flatten(-2))
             tq, tk = out
         return (tq, tk, tv, tr)
-    if isinstance(m, AttnOut):
+    if isinstance(m, AttnOut):                                            # rows (t, n) per (b, h): every product one GEMM
         tq, tk, tv, tr = tans
-        n, B, P, _ = tq.shape
-        H, A = m.n_heads, s.A
-        heads = lambda t: t.unflatten(-1, (H, -1)).permute(1, 3, 0, 2, 4)     # -> [B, H, n, P, e]
+        n, B, T, _ = tq.shape
+        H, A = m.n_heads, s.A                                                 # [B, H, T, P]
+        P = A.shape[-1]
+        heads = lambda t: t.unflatten(-1, (H, -1)).permute(1, 3, 2, 0, 4).contiguous()   # -> [B, H, pos, n, e]
         tq, tk, tv = heads(tq), heads(tk), heads(tv)
-        tS = (tq.flatten(2, 3) @ (s.k / m.scale).mT).view(B, H, n, P, P)      # q̇ kᵀ: one GEMM per (b, h)
-        tS += (s.q / m.scale)[:, :, None] @ tk.mT                              # q k̇ᵀ
-        A1 = A[:, :, None]
-        tA = tS.mul_(A1)                                                       # softmax: A ⊙ (Ṡ − Σ_s A Ṡ)
-        tA.addcmul_(A1, tA.sum(-1, keepdim=True), value=-1)
-        tz = (tA.flatten(2, 3) @ s.v).view(B, H, n, P, -1) + A1 @ tv           # Ȧ v + A v̇
-        ty = tz.permute(2, 0, 3, 1, 4).flatten(-2) @ m.W_O.flatten(0, 1)       # [n, B, P, d]
-        return (ty, tr)
+        e, dv = tq.shape[-1], tv.shape[-1]
+        tS = (tq.view(B, H, T * n, e) @ s.ks.mT).view(B, H, T, n, P)          # q̇ kᵀ
+        tS += (s.qs @ tk.view(B, H, P * n, e).mT).view(B, H, T, P, n).transpose(-1, -2)   # q k̇ᵀ
+        A1 = A[:, :, :, None]
+        tS.mul_(A1)                                                           # softmax: A ⊙ (Ṡ − Σ_s A Ṡ)
+        tS.addcmul_(A1, tS.sum(-1, keepdim=True), value=-1)
+        tz = (tS.view(B, H, T * n, P) @ s.v).view(B, H, T, n, dv)             # Ȧ v
+        tz += (A @ tv.view(B, H, P, n * dv)).view(B, H, T, n, dv)            # A v̇
+        ty = tz.permute(3, 0, 2, 1, 4).reshape(n * B * T, H * dv) @ m.W_O.flatten(0, 1)
+        return (ty.view(n, B, T, -1), tr)
     if isinstance(m, Linear):
         W = getattr(m, m.names[0])
         return (tans[0] @ W, *tans[1:])
