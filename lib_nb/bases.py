@@ -225,7 +225,10 @@ def n_sources(n_pos_out: int, d_out: int, n_sources_pos: int | None = None, n_so
     return (n_sources_pos or n_pos_out) * (n_sources_hidden or d_out)
 
 def rademacher(shape, generator, dtype, device) -> Tensor:
+    "Independent ±1 of `shape`: `2·randint(0, 2) − 1` (on a CPU drawn straight into a float `dtype`: the same integers)."
     gdev = generator.device if generator is not None else 'cpu'
+    if torch.device(gdev).type == 'cpu' and dtype.is_floating_point:
+        return torch.randint(0, 2, shape, generator=generator, dtype=dtype).mul_(2).sub_(1).to(device)
     s = torch.randint(0, 2, shape, generator=generator, device=gdev)
     return (2 * s - 1).to(dtype=dtype, device=device)
 
@@ -243,10 +246,10 @@ def source_cotangents(idx: list[int],                    # source indices (row-m
         oh[torch.arange(len(idx), device=device), torch.tensor(idx, device=device)] = 1
         return oh.view(len(idx), 1, T, I).expand(len(idx), batch, T, I).contiguous()   # expanded: slow pull-backs
     if (Rp or Rh) and generator is None: raise ValueError('stochastic sources need an explicit torch.Generator')
+    if Rp and Rh: return rademacher((len(idx), batch, T, I), generator, dtype, device)   # one draw: the same stream
     out = torch.zeros(len(idx), batch, T, I, dtype=dtype, device=device)
     for n, q in enumerate(idx):
-        if Rp and Rh: out[n] = rademacher((batch, T, I), generator, dtype, device)
-        elif Rp: out[n, :, :, q % I] = rademacher((batch, T), generator, dtype, device)
+        if Rp: out[n, :, :, q % I] = rademacher((batch, T), generator, dtype, device)
         else: out[n, :, q // Rh, :] = rademacher((batch, I), generator, dtype, device)
     return out
 
@@ -378,7 +381,7 @@ def _source_moments(lo: int, hi: int, B: int, T: int, I: int, Rp: int | None, Rh
             S[:, q // Rh] += u[:, :, None] * u[:, None, :]
         return 'full', S
     for q0 in range(lo, hi, I):                              # (r_p, r_h): ±1 everywhere, I sources at a time
-        U = torch.stack([rademacher((B, T, I), generator, sdt, device) for _ in range(q0, min(hi, q0 + I))])
+        U = rademacher((min(hi, q0 + I) - q0, B, T, I), generator, sdt, device)
         S += torch.einsum('cbti,cbtj->btij', U, U)
     return 'full', S
 
