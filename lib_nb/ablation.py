@@ -17,6 +17,7 @@ from pydantic import Field, StrictBool, field_validator, model_validator
 from .core import (Float, Int, Bool, Integer, LibConfigError, LibModel, NonNegativeInt, PositiveInt, atomic_path,
                          default_device, dtype_name, LibFileError, parse_dtype, read_yaml)
 from .data import load_dataset
+from .dist import chunk_map, chunk_workers
 from .folding import load_folded
 from .graph import Graph, load_graph, GraphCache
 from .build import ActivationStore, BuildConfig, combine_scores, load_model
@@ -305,9 +306,9 @@ def edge_ablated_output(F: Callable[[Tensor], Tensor],   # section l: node layer
     nb, chunk = x.shape[0], max(1, max_rows // max(x.shape[0], 1))
     for c0 in range(0, len(todo), chunk):
         gs = todo[c0:c0 + chunk]
-        if form is not None:                                          # the fast path: each group's own columns
-            for g in gs:
-                Z = _fast_group(form, M, ur, index, rows[g].nonzero().squeeze(1), cols_of[g])
+        if form is not None:                                          # the fast path: each group's own columns,
+            run = lambda g: (g, _fast_group(form, M, ur, index, rows[g].nonzero().squeeze(1), cols_of[g]))
+            for g, Z in chunk_map(run, gs, chunk_workers(u.device)):  # groups side by side on a CPU's cores
                 if y is None: y = Z.new_zeros(*Z.shape[:-1], mask.shape[0])
                 y[..., cols_of[g]] = Z
         else:
