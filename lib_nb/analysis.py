@@ -184,7 +184,7 @@ def adjacency(g: Graph | str | Path, norm: Norm = 'sqrt', eps: dict | float | No
     u, v, w = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
     for a, b in g.edge_pairs:
         if a not in layers or b not in layers: continue
-        M = np.array(W[(a, b)], dtype=np.float64)     # a copy: [out (b), in (a)]
+        M = torch.as_tensor(W[(a, b)]).detach().to('cpu', torch.float64).numpy().copy()   # [out (b), in (a)]
         if g.has_const(b): M[0, :] = 0
         if g.has_const(a): M[:, 0] = 0
         i, j = np.nonzero(M)
@@ -603,28 +603,23 @@ def fourier_shares(A: Float[Tensor, "p p"],   # a node's activation over the gri
     p = A.shape[0]
     if A.shape != (p, p) or p % 2 == 0:
         raise LibConfigError('A', f'need an odd square grid, got {tuple(A.shape)}', 'reshape the p² activations to [p, p]')
-    F = torch.fft.fft2(A.double())
-    Pw = F.abs() ** 2
+    F = np.fft.fft2(A.detach().double().cpu().numpy())     # numpy's FFT: ~20x torch's on CPU at p = 113
+    Pw = np.abs(F) ** 2
     T = float(Pw.sum())
     q = (p - 1) // 2
     out = [('const', float(Pw[0, 0]) / T)]
-    for i in range(1, q + 1):
-        cx, cy = float(Pw[i, 0] + Pw[-i, 0]) / T, float(Pw[0, i] + Pw[0, -i]) / T
-        if abs(cx - cy) < axis_tol: out.append((f'cos({i}x) + cos({i}y)', cx + cy))
-        else: out += [(f'cos({i}x)', cx), (f'cos({i}y)', cy)]
-    ii = torch.arange(1, q + 1)
-    ap = F[ii[:, None], ii[None, :]].abs()                 # a₊ = |F[i, j]|
-    am = F[ii[:, None], (-ii[None, :]) % p].abs()          # a₋ = |F[i, −j]|
+    cx, cy = ((Pw[1:q + 1, 0] + Pw[:q:-1, 0]) / T).tolist(), ((Pw[0, 1:q + 1] + Pw[0, :q:-1]) / T).tolist()  # i and −i
+    for i, (x, y) in enumerate(zip(cx, cy), 1):
+        if abs(x - y) < axis_tol: out.append((f'cos({i}x) + cos({i}y)', x + y))
+        else: out += [(f'cos({i}x)', x), (f'cos({i}y)', y)]
+    ap, am = np.abs(F[1:q + 1, 1:q + 1]), np.abs(F[1:q + 1, :q:-1])   # a₊ = |F[i, j]|, a₋ = |F[i, −j]|, i, j = 1..q
     S = lambda t: float((t ** 2).sum())
     sum_like = S(ap) * S(ap - am) > S(ap + am) * S(am)   # S(ap)/S(am) > S(ap+am)/S(ap-am), no 0/0
-    for a in range(q):
-        for b in range(q):
-            i, j = a + 1, b + 1
-            if sum_like:
-                out += [(f'cos({i}x + {j}y)', 2 * float(ap[a, b]) ** 2 / T), (f'cos({i}x - {j}y)', 2 * float(am[a, b]) ** 2 / T)]
-            else:
-                out += [(f'cos({i}x) * cos({j}y)', float(ap[a, b] + am[a, b]) ** 2 / T),
-                        (f'sin({i}x) * sin({j}y)', float(ap[a, b] - am[a, b]) ** 2 / T)]
+    if sum_like: first, second, names = 2 * ap ** 2 / T, 2 * am ** 2 / T, ('cos({i}x + {j}y)', 'cos({i}x - {j}y)')
+    else: first, second, names = (ap + am) ** 2 / T, (ap - am) ** 2 / T, ('cos({i}x) * cos({j}y)', 'sin({i}x) * sin({j}y)')
+    for i, (r1, r2) in enumerate(zip(first.tolist(), second.tolist()), 1):     # all q² pairs at once, then listed
+        for j, (s1, s2) in enumerate(zip(r1, r2), 1):
+            out += [(names[0].format(i=i, j=j), s1), (names[1].format(i=i, j=j), s2)]
     tot = sum(s for _, s in out)
     if abs(tot - 1) > 1e-3: raise ValueError(f'Fourier shares sum to {tot}, not 1')
     return out
@@ -664,8 +659,8 @@ def lib_acts(acts: dict[str, Tensor], g: Graph | str | Path, sum_positions: bool
     for l, f in acts.items():
         C = g.C.get(l)
         if C is None: raise LibConfigError('graph', f'no C for layer {l!r}', 'use a graph with bases for this layer')
-        u = f.to(C.dtype) @ C
-        out[l] = u.sum(1) if sum_positions else u
+        f = f.to(C.dtype)
+        out[l] = f.sum(1) @ C if sum_positions else f @ C        # (Σ_pos f) C = Σ_pos f C: sum first, a third of the work
     return out
 
 def fourier_labels(u: dict[str, Tensor],      # LIB activations per layer [p², rib] (from `lib_acts`)
