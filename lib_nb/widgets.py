@@ -349,7 +349,7 @@ def _weights(self: Explorer) -> dict:
 def _fourier(self: Explorer, node: str) -> str | None:
     "The Fourier label of `node` from the data's `(a, b)` grid (modular addition), or None; cached per graph and node."
     if self.data is None or self.data.grid is None: return None
-    key = (self.graph_sel.value, 'fourier', node)      # cached: the shares cost ~0.1 s per node on p = 113
+    key = (self.graph_sel.value, 'fourier', node)      # cached: the shares cost ~10 ms per node on p = 113
     if key not in self._cache:
         a = self.data.activation(self.view, node)
         self._cache[key] = None if a is None else fourier_label(fourier_shares(a.reshape(self.data.grid)))
