@@ -20,12 +20,12 @@ from .build import ActivationStore
 
 # %% auto #0
 __all__ = ['NORMS', 'Norm', 'ANNOTATIONS_FORMAT', 'node_id', 'parse_node', 'edge_norm', 'nonconst_block', 'edge_eps_from_bisect',
-           'auto_eps', 'default_norm', 'normalised_edges', 'to_networkx', 'Clustering', 'modularity_clusters',
-           'ClusterSearch', 'cluster_search', 'node_order', 'layout', 'Pruned', 'prune', 'drawn_layout',
-           'node_strengths', 'node_edges', 'collapse', 'merge_clusters', 'split_cluster', 'cluster_name',
-           'selection_nodes', 'selection_edges', 'graph_sha256', 'Annotations', 'fourier_shares', 'fourier_label',
-           'short_label', 'modadd_inputs', 'modadd_node_acts', 'lib_acts', 'fourier_labels', 'write_fourier_csv',
-           'read_fourier_csv', 'NodeData', 'modadd_node_data', 'random_graph']
+           'auto_eps', 'default_norm', 'normalised_edges', 'Adjacency', 'adjacency', 'to_networkx', 'modularity',
+           'louvain_partitions', 'Clustering', 'modularity_clusters', 'ClusterSearch', 'cluster_search', 'node_order',
+           'layout', 'Pruned', 'prune', 'drawn_layout', 'node_strengths', 'node_edges', 'collapse', 'merge_clusters',
+           'split_cluster', 'cluster_name', 'selection_nodes', 'selection_edges', 'graph_sha256', 'Annotations',
+           'fourier_shares', 'fourier_label', 'short_label', 'modadd_inputs', 'modadd_node_acts', 'lib_acts',
+           'fourier_labels', 'write_fourier_csv', 'read_fourier_csv', 'NodeData', 'modadd_node_data', 'random_graph']
 
 # %% ../nbs/07a_analysis.ipynb #b3784b4e
 def node_id(layer: str, i: int) -> str:
@@ -114,30 +114,148 @@ def normalised_edges(g: Graph | str | Path, norm: Norm = 'sqrt',
     return out
 
 # %% ../nbs/07a_analysis.ipynb #fe4da2dd
-def to_networkx(g: Graph | str | Path, norm: Norm = 'sqrt', eps: dict | float | None = None,
-                layers: Sequence[str] | None = None,  # node layers to include; default all but `output`
-               ):
-    "An undirected weighted networkx graph of `g` for clustering (spec §8.1)."
-    import networkx as nx
+def _csr(n: int, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "CSR arrays `(indptr, indices, data)` of an `n × n` matrix from entries, duplicates summed, columns sorted in a row."
+    key, vals = rows.astype(np.int64) * n + cols, np.asarray(vals, dtype=np.float64)
+    uk, inv = np.unique(key, return_inverse=True)
+    data = np.bincount(inv.ravel(), vals, minlength=len(uk))
+    r = uk // n
+    return np.r_[0, np.cumsum(np.bincount(r, minlength=n))], (uk % n).astype(np.int64), data
+
+@dataclass(frozen=True, eq=False)
+class Adjacency:
+    "A symmetric weighted adjacency in CSR form (numpy arrays): what `modularity_clusters` clusters."
+    nodes: tuple[str, ...]      # node ids (from a LIB graph: layer by layer, by index)
+    indptr: np.ndarray          # [n + 1] start of each row in `indices` / `data`
+    indices: np.ndarray         # [nnz] column of each entry, sorted within a row
+    data: np.ndarray            # [nnz] weight; both A[u, v] and A[v, u] are stored, a self-loop w as 2w
+
+    @classmethod
+    def from_edges(cls, nodes: Sequence[str], u: np.ndarray, v: np.ndarray, w: np.ndarray) -> 'Adjacency':
+        "The adjacency of undirected edges `(u[e], v[e], w[e])` (node positions), each given once; repeats add up."
+        u, v, w = (np.asarray(x).ravel() for x in (u, v, w))
+        return cls(tuple(nodes), *_csr(len(nodes), np.r_[u, v], np.r_[v, u], np.r_[w, w]))
+    @classmethod
+    def from_networkx(cls, G, weight: str = 'weight') -> 'Adjacency':
+        "The adjacency of a networkx graph (edge attribute `weight`, default 1), nodes in `G`'s order."
+        pos = {n: k for k, n in enumerate(G)}
+        e = list(G.edges(data=weight, default=1.0))
+        u, v = (np.array([pos[x[k]] for x in e], dtype=np.int64) for k in (0, 1))
+        return cls.from_edges(list(G), u, v, np.array([x[2] for x in e], dtype=np.float64))
+    def __len__(self): return len(self.nodes)
+    @property
+    def rows(self) -> np.ndarray:
+        "Row of every stored entry."
+        return np.repeat(np.arange(len(self.nodes)), np.diff(self.indptr))
+    @property
+    def degree(self) -> np.ndarray:
+        "Weighted degree of every node (a self-loop counts twice, as in networkx)."
+        return np.bincount(self.rows, self.data, minlength=len(self.nodes))
+    @property
+    def n_edges(self) -> int:
+        "Number of undirected edges (self-loops included)."
+        return int((self.rows <= self.indices).sum())
+    def to_networkx(self):
+        "The same graph in networkx (`layer` and `index` on nodes whose id parses as `layer:index`)."
+        import networkx as nx
+        G = nx.Graph()
+        for n in self.nodes:
+            l, sep, i = str(n).rpartition(':')
+            G.add_node(n, **(dict(layer=l, index=int(i)) if sep and i.isdigit() else {}))
+        r, up = self.rows, self.rows <= self.indices
+        w = np.where(r == self.indices, self.data / 2, self.data)[up]
+        G.add_weighted_edges_from(zip([self.nodes[k] for k in r[up].tolist()], [self.nodes[k] for k in self.indices[up].tolist()], w.tolist()))
+        return G
+    def _repr_markdown_(self):
+        return f'**Adjacency**: {len(self.nodes)} nodes, {self.n_edges} edges, total weight {float(self.data.sum()) / 2:.4g}'
+
+def adjacency(g: Graph | str | Path, norm: Norm = 'sqrt', eps: dict | float | None = None,
+              layers: Sequence[str] | None = None,  # node layers to include; default all but `output`
+              weights: dict | None = None,          # precomputed `normalised_edges(g, norm, eps)`
+             ) -> Adjacency:
+    "The clustering graph of `g` (spec §8.1) as a sparse symmetric adjacency: one edge per nonzero normalised weight."
     g = load_graph(g)
     layers = list(layers) if layers is not None else [l for l in g.node_layers if l != 'output']
     missing = [l for l in layers if l not in g.node_layers]
     if missing: raise LibConfigError('layers', f'{missing} are not node layers', f'choose from {g.node_layers}')
-    G, widths = nx.Graph(), g.widths
-    for l in layers:
-        lam = g.lambdas(l)
-        for i in range(widths[l]):
-            G.add_node(node_id(l, i), layer=l, index=i, Lambda=None if lam is None else float(lam[i]))
-    W = normalised_edges(g, norm, eps)
+    widths = g.widths
+    off = dict(zip(layers, np.cumsum([0] + [widths[l] for l in layers]).tolist()))
+    W = weights if weights is not None else normalised_edges(g, norm, eps)
+    u, v, w = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
     for a, b in g.edge_pairs:
         if a not in layers or b not in layers: continue
-        M = W[(a, b)].clone()
+        M = torch.as_tensor(W[(a, b)]).detach().to('cpu', torch.float64).numpy().copy()   # [out (b), in (a)]
         if g.has_const(b): M[0, :] = 0
         if g.has_const(a): M[:, 0] = 0
-        i, j = torch.nonzero(M, as_tuple=True)
-        G.add_weighted_edges_from((node_id(a, jj), node_id(b, ii), float(M[ii, jj]))
-                                  for ii, jj in zip(i.tolist(), j.tolist()))
+        i, j = np.nonzero(M)
+        u.append(off[a] + j); v.append(off[b] + i); w.append(M[i, j])
+    nodes = [node_id(l, i) for l in layers for i in range(widths[l])]
+    return Adjacency.from_edges(nodes, np.concatenate(u), np.concatenate(v), np.concatenate(w))
+
+def to_networkx(g: Graph | str | Path, norm: Norm = 'sqrt', eps: dict | float | None = None,
+                layers: Sequence[str] | None = None,  # node layers to include; default all but `output`
+               ):
+    "An undirected weighted networkx graph of `g` for clustering (spec §8.1): `adjacency` in networkx, with Λ on nodes."
+    g = load_graph(g)
+    G = adjacency(g, norm, eps, layers).to_networkx()
+    for n, d in G.nodes(data=True):
+        lam = g.lambdas(d['layer'])
+        d['Lambda'] = None if lam is None else float(lam[d['index']])
     return G
+
+# %% ../nbs/07a_analysis.ipynb #4d4cdccd
+def modularity(adj: Adjacency, labels: np.ndarray,   # cluster of every node of `adj`
+               gamma: float = 1.0) -> float:
+    "`Q_γ = Σ_c [W_c/2m − γ (d_c/2m)²]` of a partition (`W_c`: weight inside `c`, both directions; `d_c`: its degree)."
+    labels, k = np.asarray(labels), adj.degree
+    two_m = float(k.sum())
+    if two_m == 0: return 0.0
+    inside = float(adj.data[labels[adj.rows] == labels[adj.indices]].sum())
+    d = np.bincount(labels, k)
+    return inside / two_m - gamma * float(d @ d) / two_m ** 2
+
+def _local_moving(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, self_w: np.ndarray,
+                  gamma: float, order: list[int], tol: float) -> tuple[np.ndarray, bool]:
+    "One Louvain level: each node in `order` to the neighbouring community that raises Q_γ most, sweeps until none does."
+    n = len(indptr) - 1
+    k = np.bincount(np.repeat(np.arange(n), np.diff(indptr)), data, minlength=n)
+    two_m = float(k.sum())
+    ip, kl, ck, sw = indptr.tolist(), k.tolist(), (gamma / two_m * k).tolist(), self_w.tolist()
+    lab, thr, moved = np.arange(n), tol * two_m, False
+    while True:
+        D, n_moves = np.bincount(lab, k, minlength=n), 0        # degree of every community
+        for i in order:
+            s, e = ip[i], ip[i + 1]
+            if s == e: continue
+            kin = np.bincount(lab[indices[s:e]], data[s:e], minlength=n)   # weight from i to every community
+            a = lab[i]; kin[a] -= sw[i]; D[a] -= kl[i]                       # i out of its community (self-loop aside)
+            sc = kin - ck[i] * D                         # joining c raises 2m·Q_γ by 2·(sc[c] − sc[a]) (Blondel eq. 2)
+            own = sc[a]
+            sc[kin <= 0] = -np.inf                       # candidates: the communities i has an edge to
+            b = int(sc.argmax())
+            if sc[b] > own + thr: lab[i] = b; D[b] += kl[i]; n_moves += 1
+            else: D[a] += kl[i]
+        if not n_moves: return lab, moved
+        moved = True
+
+def louvain_partitions(adj: Adjacency, gamma: float = 1.0, seed: int = 0,
+                       tol: float = 1e-12,   # a move must raise Q_γ by more than about 2·tol
+                      ) -> list[np.ndarray]:
+    "Louvain on a sparse adjacency: the partition (community of every node) after each level, coarsest last."
+    if not gamma > 0: raise LibConfigError('gamma', f'resolution must be positive, got {gamma!r}', 'use e.g. 0.5 or 1.0')
+    rng, part, levels = np.random.default_rng(seed), np.arange(len(adj)), []
+    indptr, indices, data = adj.indptr, adj.indices, adj.data
+    while len(indptr) > 1 and data.sum() > 0:
+        n = len(indptr) - 1
+        rows = np.repeat(np.arange(n), np.diff(indptr))
+        loop = rows == indices
+        lab, moved = _local_moving(indptr, indices, data, np.bincount(rows[loop], data[loop], minlength=n),
+                                   gamma, rng.permutation(n).tolist(), tol)
+        if not moved: break
+        _, lab = np.unique(lab, return_inverse=True)
+        part = lab[part]; levels.append(part)
+        indptr, indices, data = _csr(int(lab.max()) + 1, lab[rows], lab[indices], data)   # communities become nodes
+    return levels or [part]
 
 # %% ../nbs/07a_analysis.ipynb #50fe0e9d
 @dataclass(frozen=True)
@@ -146,7 +264,7 @@ class Clustering:
     clusters: tuple[tuple[str, ...], ...]   # node ids, each cluster sorted by (layer order, index)
     Q: float                                # modularity at resolution 1
     gamma: float                            # the resolution used
-    method: str                             # 'leiden' or 'louvain'
+    method: str                             # 'sparse' (lib_nb's Louvain), 'louvain' or 'leiden' (networkx's)
     seed: int
 
     @property
@@ -164,29 +282,35 @@ def _node_key(G):
     for n, d in G.nodes(data=True): order.setdefault(d.get('layer'), len(order))
     return lambda n: (order.get(G.nodes[n].get('layer'), 0), G.nodes[n].get('index', 0), str(n))
 
-def modularity_clusters(G,                        # networkx graph with 'weight' on edges (e.g. from `to_networkx`)
+def modularity_clusters(G,                    # an `Adjacency` (`adjacency`), or a networkx graph with 'weight' on edges
             gamma: float = 1.0,       # resolution; the paper's figures used 0.5
             seed: int = 0,
-            method: Literal['auto', 'leiden', 'louvain'] = 'auto',
+            method: Literal['auto', 'sparse', 'louvain', 'leiden'] = 'auto',  # auto: sparse; louvain, leiden: networkx's
            ) -> Clustering:
-    "Modularity clustering of `G` (Leiden if networkx has a backend for it, else Louvain), seeded."
+    "Modularity clustering of `G` at resolution γ, seeded: Louvain on the sparse adjacency, or networkx's Louvain / Leiden."
     import networkx as nx
     if not gamma > 0: raise LibConfigError('gamma', f'resolution must be positive, got {gamma!r}', 'use e.g. 0.5 or 1.0')
-    if method not in ('auto', 'leiden', 'louvain'):
-        raise LibConfigError('method', f'unknown clustering method {method!r}', "use 'auto', 'leiden' or 'louvain'")
-    parts, used = None, method
-    if method in ('auto', 'leiden'):
-        try: parts, used = nx.community.leiden_communities(G, resolution=gamma, seed=seed, weight='weight'), 'leiden'
-        except (NotImplementedError, ImportError, AttributeError) as e:
-            if method == 'leiden':
+    if method not in ('auto', 'sparse', 'louvain', 'leiden'):
+        raise LibConfigError('method', f'unknown clustering method {method!r}', "use 'auto', 'sparse', 'louvain' or 'leiden'")
+    if method in ('auto', 'sparse'):
+        adj = G if isinstance(G, Adjacency) else Adjacency.from_networkx(G)
+        lab = louvain_partitions(adj, gamma, seed)[-1]
+        parts: dict[int, list] = {}
+        for n, c in zip(adj.nodes, lab.tolist()): parts.setdefault(c, []).append(n)
+        parts, Q = parts.values(), modularity(adj, lab)
+        key = {n: i for i, n in enumerate(adj.nodes)}.__getitem__ if isinstance(G, Adjacency) else _node_key(G)
+    else:
+        if isinstance(G, Adjacency): G = G.to_networkx()
+        if method == 'leiden':
+            try: parts = list(nx.community.leiden_communities(G, resolution=gamma, seed=seed, weight='weight'))
+            except (NotImplementedError, ImportError, AttributeError) as e:
                 raise LibConfigError('method', f'Leiden is not available in this networkx ({e})',
-                                     "install a networkx backend that implements it, or use method='louvain'") from None
-    if parts is None:
-        parts, used = nx.community.louvain_communities(G, resolution=gamma, seed=seed, weight='weight'), 'louvain'
-    key = _node_key(G)
+                                     "install a networkx backend that implements it, or use method='sparse' or 'louvain'") from None
+        else: parts = list(nx.community.louvain_communities(G, resolution=gamma, seed=seed, weight='weight'))
+        key = _node_key(G)
+        Q = nx.community.modularity(G, parts, weight='weight') if G.number_of_edges() else 0.0
     clusters = sorted((tuple(sorted(c, key=key)) for c in parts), key=lambda c: (-len(c), key(c[0])))
-    Q = nx.community.modularity(G, [set(c) for c in clusters], weight='weight') if G.number_of_edges() else 0.0
-    return Clustering(tuple(clusters), float(Q), float(gamma), used, int(seed))
+    return Clustering(tuple(clusters), float(Q), float(gamma), 'sparse' if method == 'auto' else method, int(seed))
 
 # %% ../nbs/07a_analysis.ipynb #8b0f0e9c
 @dataclass(frozen=True)
@@ -202,7 +326,7 @@ class ClusterSearch:
 def cluster_search(G, target: int,            # wanted number of clusters (isolated nodes count when `min_size` is 1)
                    lo: float = 1e-3, hi: float = 1e3, max_iter: int = 20, seed: int = 0,
                    min_size: int = 1,          # count only clusters with at least this many nodes
-                   method: Literal['auto', 'leiden', 'louvain'] = 'auto') -> ClusterSearch:
+                   method: Literal['auto', 'sparse', 'louvain', 'leiden'] = 'auto') -> ClusterSearch:
     "Bisect the resolution γ (log scale) for `target` clusters, keeping a snapshot of every partition."
     if target < 1: raise LibConfigError('target', f'need at least one cluster, got {target}', 'use target >= 1')
     count = lambda c: sum(len(x) >= min_size for x in c.clusters)
@@ -479,28 +603,23 @@ def fourier_shares(A: Float[Tensor, "p p"],   # a node's activation over the gri
     p = A.shape[0]
     if A.shape != (p, p) or p % 2 == 0:
         raise LibConfigError('A', f'need an odd square grid, got {tuple(A.shape)}', 'reshape the p² activations to [p, p]')
-    F = torch.fft.fft2(A.double())
-    Pw = F.abs() ** 2
+    F = np.fft.fft2(A.detach().double().cpu().numpy())     # numpy's FFT: ~20x torch's on CPU at p = 113
+    Pw = np.abs(F) ** 2
     T = float(Pw.sum())
     q = (p - 1) // 2
     out = [('const', float(Pw[0, 0]) / T)]
-    for i in range(1, q + 1):
-        cx, cy = float(Pw[i, 0] + Pw[-i, 0]) / T, float(Pw[0, i] + Pw[0, -i]) / T
-        if abs(cx - cy) < axis_tol: out.append((f'cos({i}x) + cos({i}y)', cx + cy))
-        else: out += [(f'cos({i}x)', cx), (f'cos({i}y)', cy)]
-    ii = torch.arange(1, q + 1)
-    ap = F[ii[:, None], ii[None, :]].abs()                 # a₊ = |F[i, j]|
-    am = F[ii[:, None], (-ii[None, :]) % p].abs()          # a₋ = |F[i, −j]|
+    cx, cy = ((Pw[1:q + 1, 0] + Pw[:q:-1, 0]) / T).tolist(), ((Pw[0, 1:q + 1] + Pw[0, :q:-1]) / T).tolist()  # i and −i
+    for i, (x, y) in enumerate(zip(cx, cy), 1):
+        if abs(x - y) < axis_tol: out.append((f'cos({i}x) + cos({i}y)', x + y))
+        else: out += [(f'cos({i}x)', x), (f'cos({i}y)', y)]
+    ap, am = np.abs(F[1:q + 1, 1:q + 1]), np.abs(F[1:q + 1, :q:-1])   # a₊ = |F[i, j]|, a₋ = |F[i, −j]|, i, j = 1..q
     S = lambda t: float((t ** 2).sum())
     sum_like = S(ap) * S(ap - am) > S(ap + am) * S(am)   # S(ap)/S(am) > S(ap+am)/S(ap-am), no 0/0
-    for a in range(q):
-        for b in range(q):
-            i, j = a + 1, b + 1
-            if sum_like:
-                out += [(f'cos({i}x + {j}y)', 2 * float(ap[a, b]) ** 2 / T), (f'cos({i}x - {j}y)', 2 * float(am[a, b]) ** 2 / T)]
-            else:
-                out += [(f'cos({i}x) * cos({j}y)', float(ap[a, b] + am[a, b]) ** 2 / T),
-                        (f'sin({i}x) * sin({j}y)', float(ap[a, b] - am[a, b]) ** 2 / T)]
+    if sum_like: first, second, names = 2 * ap ** 2 / T, 2 * am ** 2 / T, ('cos({i}x + {j}y)', 'cos({i}x - {j}y)')
+    else: first, second, names = (ap + am) ** 2 / T, (ap - am) ** 2 / T, ('cos({i}x) * cos({j}y)', 'sin({i}x) * sin({j}y)')
+    for i, (r1, r2) in enumerate(zip(first.tolist(), second.tolist()), 1):     # all q² pairs at once, then listed
+        for j, (s1, s2) in enumerate(zip(r1, r2), 1):
+            out += [(names[0].format(i=i, j=j), s1), (names[1].format(i=i, j=j), s2)]
     tot = sum(s for _, s in out)
     if abs(tot - 1) > 1e-3: raise ValueError(f'Fourier shares sum to {tot}, not 1')
     return out
@@ -540,8 +659,8 @@ def lib_acts(acts: dict[str, Tensor], g: Graph | str | Path, sum_positions: bool
     for l, f in acts.items():
         C = g.C.get(l)
         if C is None: raise LibConfigError('graph', f'no C for layer {l!r}', 'use a graph with bases for this layer')
-        u = f.to(C.dtype) @ C
-        out[l] = u.sum(1) if sum_positions else u
+        f = f.to(C.dtype)
+        out[l] = f.sum(1) @ C if sum_positions else f @ C        # (Σ_pos f) C = Σ_pos f C: sum first, a third of the work
     return out
 
 def fourier_labels(u: dict[str, Tensor],      # LIB activations per layer [p², rib] (from `lib_acts`)

@@ -16,10 +16,11 @@ from .core import LibConfigError
 from .graph import Graph, load_graph
 from .ablation import faithfulness as faithfulness_check
 from .lm import examples_html, is_lm_graph, top_tokens
-from .analysis import (Annotations, NodeData, Pruned, auto_eps, cluster_name, collapse, drawn_layout, edge_eps_from_bisect,
-                       fourier_label, fourier_shares, graph_sha256, layout, merge_clusters, modularity_clusters, node_edges,
-                       node_id, node_order, node_strengths, nonconst_block, normalised_edges, parse_node, prune,
-                       selection_edges, selection_nodes, short_label, split_cluster, to_networkx)
+from .analysis import (Annotations, NodeData, Pruned, adjacency, auto_eps, cluster_name, collapse, drawn_layout,
+                       edge_eps_from_bisect, fourier_label, fourier_shares, graph_sha256, layout, merge_clusters,
+                       modularity_clusters, node_edges, node_id, node_order, node_strengths, nonconst_block,
+                       normalised_edges, parse_node, prune, selection_edges, selection_nodes, short_label,
+                       split_cluster)
 
 # %% auto #0
 __all__ = ['N_BINS', 'GL_SEGMENTS', 'edge_bins', 'bin_style', 'lambda_sizes', 'figure_widget', 'norm_args', 'drawing_state',
@@ -214,6 +215,8 @@ class Explorer(W.HBox):
         self._make_controls(norm, threshold, nodes_per_layer, height)
         self.fig = explorer_figure(height)      # draw into a plain figure, then wrap it (see `figure_widget`)
         self.heat = grid_figure() if data is not None and data.grid is not None else None
+        if data is not None and data.grid is not None:     # the Fourier labels of a first toggle read these: make them now
+            for v in self.views.values(): data.node_acts(v)
         self._bind_traces(); self.redraw()
         self.fig = figure_widget(self.fig); self._bind_traces()
         self.node_trace.on_click(lambda *a: self._on_click(*a))
@@ -346,7 +349,7 @@ def _weights(self: Explorer) -> dict:
 def _fourier(self: Explorer, node: str) -> str | None:
     "The Fourier label of `node` from the data's `(a, b)` grid (modular addition), or None; cached per graph and node."
     if self.data is None or self.data.grid is None: return None
-    key = (self.graph_sel.value, 'fourier', node)      # cached: the shares cost ~0.1 s per node on p = 113
+    key = (self.graph_sel.value, 'fourier', node)      # cached: the shares cost ~10 ms per node on p = 113
     if key not in self._cache:
         a = self.data.activation(self.view, node)
         self._cache[key] = None if a is None else fourier_label(fourier_shares(a.reshape(self.data.grid)))
@@ -448,8 +451,9 @@ def _cluster_labels(self: Explorer) -> dict[str, int]:
     if self.graph_sel.value in self.cluster_edits: return self.cluster_edits[self.graph_sel.value]
     key = (self.graph_sel.value, self.norm.value, self.gamma.value)
     if key not in self.clustering:
-        G = to_networkx(self.view, *self._norm_args(), layers=self.view.node_layers)
-        self.clustering[key] = modularity_clusters(G, gamma=self.gamma.value, seed=0)
+        c = self._weights()          # the whole graph (every layer) under the drawn norm, as a sparse adjacency
+        if 'adjacency' not in c: c['adjacency'] = adjacency(self.view, layers=self.view.node_layers, weights=c['W'])
+        self.clustering[key] = modularity_clusters(c['adjacency'], gamma=self.gamma.value, seed=0)
     cl = self.clustering[key]
     return {n: k for k, c in enumerate(cl.clusters) if len(c) > 1 for n in c}
 

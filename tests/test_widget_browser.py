@@ -297,10 +297,10 @@ def test_explorer_in_jupyterlab(lab):
             if hasattr(A, 'faithfulness') and seed0 is not None:
                 # the same cluster, found here without the widget, scored by lib_nb.ablation.faithfulness directly
                 from lib_nb.graph import load_graph
-                from lib_nb.analysis import default_norm, modularity_clusters, selection_nodes, to_networkx
+                from lib_nb.analysis import adjacency, default_norm, modularity_clusters, selection_nodes
                 g = load_graph(ref / 'lib_graph.safetensors')
-                G = to_networkx(g, *default_norm(g, ref / 'lib_edge_bisect_ablation.json'), layers=g.node_layers)
-                first = modularity_clusters(G, gamma=1.0, seed=0).clusters[0]
+                adj = adjacency(g, *default_norm(g, ref / 'lib_edge_bisect_ablation.json'), layers=g.node_layers)
+                first = modularity_clusters(adj, gamma=1.0, seed=0).clusters[0]
                 assert len(first) == n_sel, (len(first), n_sel)
                 r = A.faithfulness(g, nodes=selection_nodes(g, first))
                 score = page.locator(f'{P} .lib-nb-faith-score').inner_text()
