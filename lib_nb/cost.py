@@ -132,13 +132,14 @@ def jacobian_flops(model,                  # the folded SectionedModel of the bu
         cot = torch.zeros(2, *y.shape, dtype=y.dtype, device=y.device); cot[:, :, 0, 0] = 1
         fwd = count_flops(batched_vjp, Fh, f)
         pull = count_flops(fn, cot) / 2                   # vectorised pull-backs count linearly
+        probe = count_flops(Fh, f[:1]) if P > 1 and (sec.causal or sec.positionwise) else 0   # the output shape's probe
         n_src = (Rp or T) * (Rh or I)
         bmode = basis_mode(P, T, I, Rp, Rh, None, sec.causal, sec.positionwise)
         if bmode == 'positionwise':                                                            # I pull-backs, Σ JᵀSJ
-            per_batch = fwd + I * pull + 2 * B * P * (I * I * d + I * d * d) + (2 * n_src * B * P * I * I if Rh else 0)
+            per_batch = fwd + probe + I * pull + 2 * B * P * (I * I * d + I * d * d) + (2 * n_src * B * P * I * I if Rh else 0)
         else:                                                                                  # pull-backs + gᵀg
             prefix = (P + 1) / (2 * P) if bmode == 'prefix' else 1     # through t+1 positions: about half, on average
-            per_batch = fwd + n_src * (pull + 2 * B * P * d * d) * prefix
+            per_batch = fwd + probe + n_src * (pull + 2 * B * P * d * d) * prefix
         if cfg.calculate_Cs and cfg.basis_formula == 'jacobian' and a in g.C: out['bases'] += per_batch * n_samples / B
         if cfg.calculate_edges and (a, b) in g.E_hat:
             C, Cp = g.C.get(a), g.C_pinv.get(a)

@@ -173,8 +173,8 @@ _worker = threading.local()
 def chunk_workers(device: torch.device | str | None = None,
                   exact: bool = True   # the chunks are plain tensor operations (exact pull-backs), not torch.func transforms
                  ) -> int:
-    "Threads for the chunks of a Jacobian phase: torch's intra-op thread count on a CPU; 1 on a GPU, inside a worker or when not `exact`."
-    if not exact or getattr(_worker, 'on', False): return 1
+    "Threads for the chunks of a Jacobian phase: torch's intra-op thread count on a CPU; 1 on a GPU, inside a worker, under a torch mode or when not `exact`."
+    if not exact or getattr(_worker, 'on', False) or _caller_modes(): return 1
     if device is not None and torch.device(device).type != 'cpu': return 1
     return max(1, torch.get_num_threads())
 
@@ -188,6 +188,12 @@ def chunk_budget(mem_budget: int,   # bytes the phase may hold in chunks at once
     b = max(1, mem_budget // max(1, workers))
     return b if device is not None and torch.device(device).type != 'cpu' else min(b, CPU_CHUNK_BYTES)
 
+def _caller_modes() -> bool:
+    "Whether this thread runs under a torch dispatch or function mode (`FlopCounterMode`): per thread, a worker would escape it."
+    from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
+    from torch.overrides import _get_current_function_mode_stack
+    return bool(_get_current_dispatch_mode_stack() or _get_current_function_mode_stack())
+
 def _one_thread():
     torch.set_num_threads(1); _worker.on = True
 
@@ -196,9 +202,12 @@ def chunk_map(fn: Callable[[Any], Any],   # work on one item: plain tensor opera
               workers: int = 1            # threads; 1: a plain loop in the caller's thread
              ) -> Iterator:
     "`fn(item)` for every item, yielded in order; with `workers` > 1 that many run at once, one torch thread each."
-    if workers <= 1:
+    if workers <= 1 or _caller_modes():                 # a mode the caller runs under must see every chunk
         for it in items: yield fn(it)
         return
+    grad, call = torch.is_grad_enabled(), fn
+    def fn(it):                                          # grad mode is per thread too: the caller's holds
+        with torch.set_grad_enabled(grad): return call(it)
     n0, q = torch.get_num_threads(), collections.deque()
     pool = concurrent.futures.ThreadPoolExecutor(workers, initializer=_one_thread)
     torch.set_num_threads(1)                              # the caller draws the items meanwhile: one thread too
