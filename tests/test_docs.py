@@ -109,6 +109,7 @@ def test_sidebar_order():
 def test_quarto_config():
     "What nbdev_docs needs for Quarto: nbs/_quarto.yml reading nbdev.yml and sidebar.yml, nbdev.yml from settings.ini."
     import yaml
+    assert (NBS / '_quarto.yml').resolve() == (ROOT / '_quarto.yml').resolve()   # the top-level file, where nbdev looks
     q = yaml.safe_load((NBS / '_quarto.yml').read_text())
     assert q['project']['type'] == 'website'
     assert set(q['metadata-files']) == {'nbdev.yml', 'sidebar.yml'}
