@@ -14,14 +14,14 @@ from torch import Tensor
 from torch.func import vjp, vmap
 
 from .core import Float, LibConfigError
-from .jacobians import M_dash_from_jacobian, batched_vjp, lib_coordinates
+from .jacobians import M_dash_from_jacobian, batched_vjp, lib_coordinates, MLP_FUSE_BYTES, MLP_FUSE_MIN
 from .dist import chunk_budget, chunk_map, chunk_workers
 
 # %% auto #0
-__all__ = ['INTEGRATION_RULES', 'BASIS_FORMULAS', 'integration_points', 'as_batches', 'check_acts', 'gram_sum', 'MeanAccumulator',
-           'gram_shift', 'GramAccumulator', 'dataset_mean', 'dataset_gram', 'eig_desc', 'eig_masked',
-           'move_constant_first', 'centering_matrix', 'PCABasis', 'pca_basis', 'plain_acts', 'n_sources', 'rademacher',
-           'source_cotangents', 'chunk_size', 'jacobian_M_dash_batch', 'row_cotangents', 'basis_mode',
+__all__ = ['INTEGRATION_RULES', 'BASIS_FORMULAS', 'MLP_FUSE_SOURCES', 'integration_points', 'as_batches', 'check_acts',
+           'gram_sum', 'MeanAccumulator', 'gram_shift', 'GramAccumulator', 'dataset_mean', 'dataset_gram', 'eig_desc',
+           'eig_masked', 'move_constant_first', 'centering_matrix', 'PCABasis', 'pca_basis', 'plain_acts', 'n_sources',
+           'rademacher', 'source_cotangents', 'chunk_size', 'jacobian_M_dash_batch', 'row_cotangents', 'basis_mode',
            'integrated_M_dash_batch', 'is_ln_var_layer', 'check_basis_formula', 'M_dash', 'InteractionRotation',
            'interaction_rotation', 'svd_rotation', 'neuron_rotation', 'absent_rotation', 'layer_basis']
 
@@ -261,6 +261,8 @@ def chunk_size(n: int, bytes_per: int, mem_budget: int, max_chunk: int | None) -
     c = max(1, int(mem_budget // max(1, bytes_per)))
     return max(1, min(n, c, max_chunk or n))
 
+MLP_FUSE_SOURCES = 256   # sources per batch from which a pull-back builds per-token MLP matrices (measured break-even ~130)
+
 @torch.no_grad()        # torch.func.vjp differentiates inside; parameters that require grad record no graph
 def jacobian_M_dash_batch(F: Callable,                    # section F_l: [batch, P_l, d_l] -> [batch, P_{l+1}, d_{l+1}]
                           acts: Float[Tensor, "batch pos d"],  # one batch of node layer l
@@ -278,6 +280,8 @@ def jacobian_M_dash_batch(F: Callable,                    # section F_l: [batch,
         return M_dash_from_jacobian(F.jacobian, acts, alphas, weights, C_next, dir_range, mem_budget)
     acts = plain_acts(acts); Fh = _rotated(F, C_next)
     B, P, d = acts.shape
+    w = chunk_workers(acts.device, exact=getattr(Fh, 'pullback', None) is not None)
+    cap, fuse = max_chunk and -(-max_chunk // w), {}
     if P > 1 and (getattr(F, 'causal', False) or getattr(F, 'positionwise', False)):
         _, T, I = Fh(acts[:1]).shape                            # one-sample probe of the output shape
         path = basis_mode(P, T, I, n_sources_pos, n_sources_hidden, dir_range, getattr(F, 'causal', False),
@@ -290,16 +294,18 @@ def jacobian_M_dash_batch(F: Callable,                    # section F_l: [batch,
         if path == 'prefix':
             return _causal_M_dash(Fh, acts, alphas, weights, I, n_sources_hidden, generator, dir_range,
                                   mem_budget, max_chunk)
+        lo, hi = dir_range or (0, n_sources(T, I, n_sources_pos, n_sources_hidden))
+        if hi - lo >= MLP_FUSE_SOURCES and (cap is None or cap >= MLP_FUSE_MIN): fuse = dict(fuse_mlps=MLP_FUSE_BYTES)
     fns = []
     for a in alphas:
-        out, fn = batched_vjp(Fh, acts * a)                    # exact batched pull-backs, or vmap of vjp
+        out, fn = batched_vjp(Fh, acts * a, **fuse)            # exact batched pull-backs, or vmap of vjp
         fns.append(fn)
     _, T, I = out.shape
     n = n_sources(T, I, n_sources_pos, n_sources_hidden)
     lo, hi = dir_range or (0, n)
-    w = chunk_workers(acts.device, exact=getattr(Fh, 'pullback', None) is not None)
     c = chunk_size(hi - lo, _pullback_bytes(B, P, d, T, I, len(alphas), acts.element_size()),
-                   chunk_budget(mem_budget, w, acts.device), max_chunk and -(-max_chunk // w))
+                   chunk_budget(mem_budget, w, acts.device), cap)
+    if getattr(fns[0], 'fused', 0): c = max(c, min(MLP_FUSE_MIN, hi - lo))   # MLPs as per-token matrices: chunks of ≥ 8
     cots = (source_cotangents(list(range(s, min(s + c, hi))), B, T, I, n_sources_pos, n_sources_hidden,
                               generator, acts.dtype, acts.device) for s in range(lo, hi, c))   # drawn in order
     M = torch.zeros(d, d, dtype=torch.float64, device=acts.device)

@@ -13,8 +13,8 @@ from torch.func import jvp, vjp, vmap
 from torch.utils.flop_counter import FlopCounterMode
 
 from .core import LibConfigError
-from .jacobians import section_chain, batched_vjp, batched_jvp, lib_coordinates
-from .bases import basis_mode
+from .jacobians import section_chain, batched_vjp, batched_jvp, lib_coordinates, MLP_FUSE_BYTES, MLP_FUSE_MIN
+from .bases import basis_mode, MLP_FUSE_SOURCES
 from .edges import edge_mode
 
 # %% auto #0
@@ -137,6 +137,11 @@ def jacobian_flops(model,                  # the folded SectionedModel of the bu
         bmode = basis_mode(P, T, I, Rp, Rh, None, sec.causal, sec.positionwise)
         if bmode == 'positionwise':                                                            # I pull-backs, Σ JᵀSJ
             per_batch = fwd + probe + I * pull + 2 * B * P * (I * I * d + I * d * d) + (2 * n_src * B * P * I * I if Rh else 0)
+        elif bmode == 'reverse' and n_src >= MLP_FUSE_SOURCES and sec.causal:                  # MLPs as per-token matrices
+            fwd = count_flops(batched_vjp, Fh, f, fuse_mlps=MLP_FUSE_BYTES)          # the forward pass and the matrices
+            _, fnf = batched_vjp(Fh, f, fuse_mlps=MLP_FUSE_BYTES)
+            cot = torch.zeros(MLP_FUSE_MIN, *y.shape, dtype=y.dtype, device=y.device); cot[:, :, 0, 0] = 1
+            per_batch = fwd + probe + n_src * (count_flops(fnf, cot) / MLP_FUSE_MIN + 2 * B * P * d * d)
         else:                                                                                  # pull-backs + gᵀg
             prefix = (P + 1) / (2 * P) if bmode == 'prefix' else 1     # through t+1 positions: about half, on average
             per_batch = fwd + probe + n_src * (pull + 2 * B * P * d * d) * prefix

@@ -15,9 +15,9 @@ from .models import (SectionedModel, rotary_sin_cos, rotary_rotate, SequentialTr
 from torch.func import jvp, vjp, vmap
 
 # %% auto #0
-__all__ = ['GEMM_TABLE_BYTES', 'section_shape', 'section_jacobian', 'section_jacobian_fn', 'M_dash_from_jacobian',
-           'squared_edges_from_jacobian', 'section_pullback', 'section_pushforward', 'batched_vjp', 'batched_jvp',
-           'lib_coordinates', 'section_chain']
+__all__ = ['GEMM_TABLE_BYTES', 'MLP_FUSE_MIN', 'MLP_FUSE_BYTES', 'section_shape', 'section_jacobian', 'section_jacobian_fn',
+           'M_dash_from_jacobian', 'squared_edges_from_jacobian', 'section_pullback', 'section_pushforward',
+           'batched_vjp', 'batched_jvp', 'lib_coordinates', 'section_chain']
 
 # %% ../nbs/01a_jacobians.ipynb #ec3d952c
 def _dact(act: Callable, h: Tensor) -> Tensor:
@@ -412,6 +412,36 @@ def _pad_d(g: Tensor, w: int) -> Tensor:
     "`g [..., d]` padded with zeros to width `w` (the folded constant coordinate gets no gradient from the LN's first `d`)."
     return g if g.shape[-1] == w else torch.cat([g, g.new_zeros(*g.shape[:-1], w - g.shape[-1])], -1)
 
+class _FusedMLP:
+    "An MLP's `mlp_in → mlp_act → mlp_out` as one matrix per token: `x̄_t = ȳ_t K_t`, `K_t = W_outᵀ diag(act'(h_t)) W_inᵀ`."
+
+MLP_FUSE_MIN = 8          # cotangents per pull-back from which the per-token matrices pay (measured, one thread)
+MLP_FUSE_BYTES = 2**30    # at most this many bytes of per-token matrices per tape
+
+def _mlp_fused(tape: list, max_bytes: int) -> tuple[list, int]:
+    "The tape with each MLP (`h` wider than its input and output) as one `[d_out, d_in]` matrix per token, while they fit `max_bytes`; and how many."
+    out, i, used, n = [], 0, 0, 0
+    while i < len(tape):
+        m, mid, ins, s, cut = tape[i]
+        run = tape[i:i + 3]
+        if (len(run) == 3 and [module_type(e[1]) for e in run] == ['mlp_in', 'mlp_act', 'mlp_out']
+                and not any(e[4] for e in run)):
+            W_in, W_out = getattr(m, m.names[0]), getattr(run[2][0], run[2][0].names[0])   # x ↦ x W: [d, h], [h, d_out]
+            dact = run[1][3].dact                                              # [B, P, h]
+            h, el = dact.shape[-1], dact.element_size()
+            BP, nbytes = dact[..., 0].numel(), dact[..., 0].numel() * W_in.shape[0] * W_out.shape[1] * el
+            if h > max(W_in.shape[0], W_out.shape[1]) and used + nbytes <= max_bytes:
+                K, da, WoT = dact.new_empty(BP, W_out.shape[1], W_in.shape[0]), dact.reshape(BP, h), W_out.T
+                k = max(1, 2**24 // (WoT.numel() * el))                       # tokens per product: ≤ 16 MB of W_outᵀ diag
+                for a in range(0, BP, k):
+                    b = min(a + k, BP)
+                    torch.bmm(WoT * da[a:b, None, :], W_in.T.expand(b - a, -1, -1), out=K[a:b])
+                out.append((_FusedMLP(), mid.replace('mlp_in', 'mlp_fused'), ins, _Saved(K=K), False))
+                used, n, i = used + nbytes, n + 1, i + 3
+                continue
+        out.append(tape[i]); i += 1
+    return out, n
+
 def _pull_back(m, mid: str, parts: tuple, s: _Saved | None, cots: tuple) -> tuple:
     "Cotangents of a module's input parts from those of its output parts, each `[n, batch, pos, width]` (n cotangents at once)."
     if isinstance(m, Add):
@@ -472,6 +502,11 @@ def _pull_back(m, mid: str, parts: tuple, s: _Saved | None, cots: tuple) -> tupl
         outs = torch.split(buf, [H * e, H * e, H * dv], -1)                   # [n, B, P, H·e] each
         for o, g in zip(outs, parts): o.unflatten(-1, (H, -1)).copy_(g)
         return (*outs, gr)
+    if isinstance(m, _FusedMLP):                                          # one GEMM per token over the n cotangents
+        g = cots[0]
+        n, BP = g.shape[0], s.K.shape[0]
+        gx = torch.bmm(g.reshape(n, BP, -1).transpose(0, 1), s.K)              # [B·P, n, d_in]
+        return (gx.transpose(0, 1).reshape(*g.shape[:-1], -1), *cots[1:])
     if isinstance(m, Linear):
         W = getattr(m, m.names[0])
         return (cots[0] @ W.T, *cots[1:])
@@ -556,18 +591,21 @@ def _section_tape(model: SequentialTransformer, l: int, upto: int, x: Tensor) ->
     return torch.cat(parts, -1), tape, [p.shape[-1] for p in parts]
 
 def section_pullback(model: SequentialTransformer, l: int, upto: int,   # sections l..upto-1
-                     x: Float[Tensor, "batch pos d"]                     # node layer l
+                     x: Float[Tensor, "batch pos d"],                    # node layer l
+                     fuse_mlps: int = 0      # bytes of per-token MLP matrices to build for chunks of ≥ MLP_FUSE_MIN cotangents
                     ) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
     "`(F(x), pull)`: `pull(φ [n, batch, pos_out, d_out]) = [n, batch, pos, d]`, the `n` pull-backs `φ·∂F/∂x` at once, exact."
     y, tape, widths = _section_tape(model, l, upto, x)
+    fused, n_fused = _mlp_fused(tape, min(fuse_mlps, MLP_FUSE_BYTES)) if fuse_mlps else (tape, 0)
     def pull(phi: Tensor) -> Tensor:
         cots = tuple(torch.split(phi.to(x.dtype), widths, dim=-1))
-        for m, mid, ins, s, cut in reversed(tape):
+        for m, mid, ins, s, cut in reversed(fused if phi.shape[0] >= MLP_FUSE_MIN else tape):
             if cut:                                                       # zeros before the last position
                 P = ins[0].shape[-2]
                 cots = tuple(torch.cat([c.new_zeros(*c.shape[:-2], P - 1, c.shape[-1]), c], -2) for c in cots)
             cots = _pull_back(m, mid, ins, s, cots)
         return torch.cat(cots, -1)
+    pull.fused = n_fused                                                  # MLPs taken as per-token matrices
     return y, pull
 
 def section_pushforward(model: SequentialTransformer, l: int, upto: int,  # sections l..upto-1
@@ -583,9 +621,9 @@ def section_pushforward(model: SequentialTransformer, l: int, upto: int,  # sect
         return torch.cat(tans, -1)
     return y, push
 
-def batched_vjp(F: Callable, x: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
-    "`(F(x), pull)`, `pull(cot [n, *F(x).shape]) -> [n, *x.shape]`: `F.pullback` when `F` has one, else `vmap` of `torch.func.vjp`."
-    if getattr(F, 'pullback', None) is not None: return F.pullback(x)
+def batched_vjp(F: Callable, x: Tensor, **kw) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+    "`(F(x), pull)`, `pull(cot [n, *F(x).shape]) -> [n, *x.shape]`: `F.pullback` (given `kw`) when `F` has one, else `vmap` of `torch.func.vjp`."
+    if getattr(F, 'pullback', None) is not None: return F.pullback(x, **kw)
     out, fn = vjp(F, x)
     return out, lambda cot: vmap(fn)(cot)[0]
 
@@ -600,11 +638,12 @@ def lib_coordinates(F: Callable, C_in_pinv: Tensor | None, C_next: Tensor | None
         y = F(z if C_in_pinv is None else z @ C_in_pinv)
         return y if C_next is None else y @ C_next
     if getattr(F, 'pullback', None) is not None:
-        def pullback(z):
-            y, pull = F.pullback(z if C_in_pinv is None else z @ C_in_pinv)
+        def pullback(z, **kw):
+            y, pull = F.pullback(z if C_in_pinv is None else z @ C_in_pinv, **kw)
             def pull_h(cot):
                 g = pull(cot if C_next is None else cot @ C_next.T)
                 return g if C_in_pinv is None else g @ C_in_pinv.T
+            pull_h.fused = getattr(pull, 'fused', 0)
             return (y if C_next is None else y @ C_next), pull_h
         H.pullback = pullback
     if getattr(F, 'pushforward', None) is not None:
@@ -628,6 +667,6 @@ def section_chain(model: SectionedModel, l: int, upto: int) -> Callable[[Tensor]
     F.positionwise = F.causal and all(module_type(m) != 'attn_out'      # no attention: output t reads input t only
                                       for k in range(l, upto) for m in model._section_ids[f'section_{k}'])
     F.jacobian = section_jacobian_fn(model, l) if upto == l + 1 else None   # None: the generic vjp paths
-    F.pullback = (lambda x: section_pullback(model, l, upto, x)) if F.causal else None   # exact batched pull-backs
+    F.pullback = (lambda x, **kw: section_pullback(model, l, upto, x, **kw)) if F.causal else None   # exact batched pull-backs
     F.pushforward = (lambda x: section_pushforward(model, l, upto, x)) if F.causal else None   # and tangents
     return F
