@@ -224,11 +224,24 @@ def n_sources(n_pos_out: int, d_out: int, n_sources_pos: int | None = None, n_so
     "Number of cotangent sources of §2.11: `(P or R_p) · (d or R_h)`."
     return (n_sources_pos or n_pos_out) * (n_sources_hidden or d_out)
 
-def rademacher(shape, generator, dtype, device) -> Tensor:
-    "Independent ±1 of `shape`: `2·randint(0, 2) − 1` (on a CPU drawn straight into a float `dtype`: the same integers)."
+_SIGNS = {}   # dtype -> [256, 8]: the ±1 of each byte's bits, lowest bit first
+
+def _sign_table(dtype) -> Tensor:
+    if dtype not in _SIGNS:
+        _SIGNS[dtype] = ((torch.arange(256)[:, None] >> torch.arange(8)) & 1).to(dtype).mul_(2).sub_(1)
+    return _SIGNS[dtype]
+
+def rademacher(shape, generator, dtype, device,
+               lead: int = 0          # leading dims that index sources: each source's signs come from words of their own
+              ) -> Tensor:
+    "Independent ±1 of `shape`: 64 signs from each random 64-bit word (on a CPU, into a float `dtype`), else `2·randint(0, 2) − 1`."
     gdev = generator.device if generator is not None else 'cpu'
     if torch.device(gdev).type == 'cpu' and dtype.is_floating_point:
-        return torch.randint(0, 2, shape, generator=generator, dtype=dtype).mul_(2).sub_(1).to(device)
+        k, u = math.prod(shape[:lead]), math.prod(shape[lead:])
+        words = torch.randint(-2**63, 2**63 - 1, (k, -(-u // 64)), generator=generator, dtype=torch.int64)
+        b = words.view(torch.uint8).view(-1).to(torch.int32)                 # bytes in memory order (CPU: little-endian)
+        signs = torch.index_select(_sign_table(dtype), 0, b).view(k, -1)    # one table row of 8 signs per byte
+        return signs[:, :u].reshape(shape).to(device)
     s = torch.randint(0, 2, shape, generator=generator, device=gdev)
     return (2 * s - 1).to(dtype=dtype, device=device)
 
@@ -246,7 +259,7 @@ def source_cotangents(idx: list[int],                    # source indices (row-m
         oh[torch.arange(len(idx), device=device), torch.tensor(idx, device=device)] = 1
         return oh.view(len(idx), 1, T, I).expand(len(idx), batch, T, I).contiguous()   # expanded: slow pull-backs
     if (Rp or Rh) and generator is None: raise ValueError('stochastic sources need an explicit torch.Generator')
-    if Rp and Rh: return rademacher((len(idx), batch, T, I), generator, dtype, device)   # one draw: the same stream
+    if Rp and Rh: return rademacher((len(idx), batch, T, I), generator, dtype, device, lead=1)   # source by source
     out = torch.zeros(len(idx), batch, T, I, dtype=dtype, device=device)
     for n, q in enumerate(idx):
         if Rp: out[n, :, :, q % I] = rademacher((batch, T), generator, dtype, device)
@@ -387,7 +400,7 @@ def _source_moments(lo: int, hi: int, B: int, T: int, I: int, Rp: int | None, Rh
             S[:, q // Rh] += u[:, :, None] * u[:, None, :]
         return 'full', S
     for q0 in range(lo, hi, I):                              # (r_p, r_h): ±1 everywhere, I sources at a time
-        U = rademacher((min(hi, q0 + I) - q0, B, T, I), generator, sdt, device)
+        U = rademacher((min(hi, q0 + I) - q0, B, T, I), generator, sdt, device, lead=1)
         S += torch.einsum('cbti,cbtj->btij', U, U)
     return 'full', S
 
