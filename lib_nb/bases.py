@@ -21,9 +21,10 @@ from .dist import chunk_budget, chunk_map, chunk_workers
 __all__ = ['INTEGRATION_RULES', 'BASIS_FORMULAS', 'MLP_FUSE_SOURCES', 'integration_points', 'as_batches', 'check_acts',
            'gram_sum', 'MeanAccumulator', 'gram_shift', 'GramAccumulator', 'dataset_mean', 'dataset_gram', 'eig_desc',
            'eig_masked', 'move_constant_first', 'centering_matrix', 'PCABasis', 'pca_basis', 'plain_acts', 'n_sources',
-           'rademacher', 'source_cotangents', 'chunk_size', 'jacobian_M_dash_batch', 'row_cotangents', 'basis_mode',
-           'integrated_M_dash_batch', 'is_ln_var_layer', 'check_basis_formula', 'M_dash', 'InteractionRotation',
-           'interaction_rotation', 'svd_rotation', 'neuron_rotation', 'absent_rotation', 'layer_basis']
+           'rademacher', 'source_cotangents', 'chunk_size', 'mlp_fusion', 'jacobian_M_dash_batch', 'row_cotangents',
+           'basis_mode', 'integrated_M_dash_batch', 'is_ln_var_layer', 'check_basis_formula', 'M_dash',
+           'InteractionRotation', 'interaction_rotation', 'svd_rotation', 'neuron_rotation', 'absent_rotation',
+           'layer_basis']
 
 # %% ../nbs/04_bases.ipynb #b51d0f3a
 INTEGRATION_RULES = ('gradient', 'trapezoidal', 'gauss-legendre')
@@ -278,6 +279,14 @@ MLP_FUSE_SOURCES = 256   # sources per batch from which a pull-back builds per-t
 # where 8 cotangents fit 4 chunk budgets: measured per 40 sources, 25 x 32 tokens 0.72 against 1.01 CPU-s (8 x 13 MB);
 # 25 x 128 tokens 7.1-8.4 against 6.8-7.1 (8 x 53 MB: attention dominates, and the chunks fault their pages in)
 
+def mlp_fusion(n_dirs: int,           # sources this batch pulls back
+               per: int,              # bytes of one cotangent's pull-back (`_pullback_bytes`)
+               cap: int | None,       # the caller's largest chunk per worker
+               mem_budget: int, workers: int, device) -> bool:
+    "Whether a pull-back of `n_dirs` sources should take its MLPs as per-token matrices (`section_pullback(fuse_mlps=…)`)."
+    return (n_dirs >= MLP_FUSE_SOURCES and (cap is None or cap >= MLP_FUSE_MIN)
+            and MLP_FUSE_MIN * per <= 4 * chunk_budget(mem_budget, workers, device))
+
 @torch.no_grad()        # torch.func.vjp differentiates inside; parameters that require grad record no graph
 def jacobian_M_dash_batch(F: Callable,                    # section F_l: [batch, P_l, d_l] -> [batch, P_{l+1}, d_{l+1}]
                           acts: Float[Tensor, "batch pos d"],  # one batch of node layer l
@@ -310,10 +319,8 @@ def jacobian_M_dash_batch(F: Callable,                    # section F_l: [batch,
             return _causal_M_dash(Fh, acts, alphas, weights, I, n_sources_hidden, generator, dir_range,
                                   mem_budget, max_chunk)
         lo, hi = dir_range or (0, n_sources(T, I, n_sources_pos, n_sources_hidden))
-        per = _pullback_bytes(B, P, d, T, I, len(alphas), acts.element_size())     # chunks of ≥ 8 must stay small
-        if (hi - lo >= MLP_FUSE_SOURCES and (cap is None or cap >= MLP_FUSE_MIN)
-                and MLP_FUSE_MIN * per <= 4 * chunk_budget(mem_budget, w, acts.device)):
-            fuse = dict(fuse_mlps=MLP_FUSE_BYTES)
+        if mlp_fusion(hi - lo, _pullback_bytes(B, P, d, T, I, len(alphas), acts.element_size()), cap, mem_budget, w,
+                      acts.device): fuse = dict(fuse_mlps=MLP_FUSE_BYTES)
     fns = []
     for a in alphas:
         out, fn = batched_vjp(Fh, acts * a, **fuse)            # exact batched pull-backs, or vmap of vjp
