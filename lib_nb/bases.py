@@ -21,10 +21,10 @@ from .dist import chunk_budget, chunk_map, chunk_workers
 __all__ = ['INTEGRATION_RULES', 'BASIS_FORMULAS', 'MLP_FUSE_SOURCES', 'integration_points', 'as_batches', 'check_acts',
            'gram_sum', 'MeanAccumulator', 'gram_shift', 'GramAccumulator', 'dataset_mean', 'dataset_gram', 'eig_desc',
            'eig_masked', 'move_constant_first', 'centering_matrix', 'PCABasis', 'pca_basis', 'plain_acts', 'n_sources',
-           'rademacher', 'source_cotangents', 'chunk_size', 'mlp_fusion', 'jacobian_M_dash_batch', 'row_cotangents',
-           'basis_mode', 'integrated_M_dash_batch', 'is_ln_var_layer', 'check_basis_formula', 'M_dash',
-           'InteractionRotation', 'interaction_rotation', 'svd_rotation', 'neuron_rotation', 'absent_rotation',
-           'layer_basis']
+           'rademacher', 'source_cotangents', 'pullback_bytes', 'chunk_size', 'mlp_fusion', 'jacobian_M_dash_batch',
+           'row_cotangents', 'basis_mode', 'integrated_M_dash_batch', 'is_ln_var_layer', 'check_basis_formula',
+           'M_dash', 'InteractionRotation', 'interaction_rotation', 'svd_rotation', 'neuron_rotation',
+           'absent_rotation', 'layer_basis']
 
 # %% ../nbs/04_bases.ipynb #b51d0f3a
 INTEGRATION_RULES = ('gradient', 'trapezoidal', 'gauss-legendre')
@@ -267,7 +267,7 @@ def source_cotangents(idx: list[int],                    # source indices (row-m
         else: out[n, :, q // Rh, :] = rademacher((batch, I), generator, dtype, device)
     return out
 
-def _pullback_bytes(B: int, P: int, d: int, T: int, I: int, n_alphas: int, el: int) -> int:
+def pullback_bytes(B: int, P: int, d: int, T: int, I: int, n_alphas: int, el: int) -> int:
     "Bytes one cotangent `[B, T, I]` costs in a vectorised pull-back onto `[B, P, d]` (the chunk model of `chunk_size`)."
     return B * (P * d * (2 + (n_alphas > 1)) + 2 * T * I + 4 * P * d) * el * 2
 
@@ -280,7 +280,7 @@ MLP_FUSE_SOURCES = 256   # sources per batch from which a pull-back builds per-t
 # 25 x 128 tokens 7.1-8.4 against 6.8-7.1 (8 x 53 MB: attention dominates, and the chunks fault their pages in)
 
 def mlp_fusion(n_dirs: int,           # sources this batch pulls back
-               per: int,              # bytes of one cotangent's pull-back (`_pullback_bytes`)
+               per: int,              # bytes of one cotangent's pull-back (`pullback_bytes`)
                cap: int | None,       # the caller's largest chunk per worker
                mem_budget: int, workers: int, device) -> bool:
     "Whether a pull-back of `n_dirs` sources should take its MLPs as per-token matrices (`section_pullback(fuse_mlps=…)`)."
@@ -319,7 +319,7 @@ def jacobian_M_dash_batch(F: Callable,                    # section F_l: [batch,
             return _causal_M_dash(Fh, acts, alphas, weights, I, n_sources_hidden, generator, dir_range,
                                   mem_budget, max_chunk)
         lo, hi = dir_range or (0, n_sources(T, I, n_sources_pos, n_sources_hidden))
-        if mlp_fusion(hi - lo, _pullback_bytes(B, P, d, T, I, len(alphas), acts.element_size()), cap, mem_budget, w,
+        if mlp_fusion(hi - lo, pullback_bytes(B, P, d, T, I, len(alphas), acts.element_size()), cap, mem_budget, w,
                       acts.device): fuse = dict(fuse_mlps=MLP_FUSE_BYTES)
     fns = []
     for a in alphas:
@@ -328,7 +328,7 @@ def jacobian_M_dash_batch(F: Callable,                    # section F_l: [batch,
     _, T, I = out.shape
     n = n_sources(T, I, n_sources_pos, n_sources_hidden)
     lo, hi = dir_range or (0, n)
-    c = chunk_size(hi - lo, _pullback_bytes(B, P, d, T, I, len(alphas), acts.element_size()),
+    c = chunk_size(hi - lo, pullback_bytes(B, P, d, T, I, len(alphas), acts.element_size()),
                    chunk_budget(mem_budget, w, acts.device), cap)
     if getattr(fns[0], 'fused', 0): c = max(c, min(MLP_FUSE_MIN, hi - lo))   # MLPs as per-token matrices: chunks of ≥ 8
     cots = (source_cotangents(list(range(s, min(s + c, hi))), B, T, I, n_sources_pos, n_sources_hidden,
@@ -370,7 +370,7 @@ def _causal_M_dash(Fh: Callable, acts: Tensor, alphas: list[float], weights: lis
             if q0 >= q1: continue
             x = acts[:, :t + 1]
             fns = [batched_vjp(Fh, x * a)[1] for a in alphas]
-            c = chunk_size(q1 - q0, _pullback_bytes(B, t + 1, d, t + 1, I, len(alphas), acts.element_size()),
+            c = chunk_size(q1 - q0, pullback_bytes(B, t + 1, d, t + 1, I, len(alphas), acts.element_size()),
                            chunk_budget(mem_budget, w, acts.device), max_chunk and -(-max_chunk // w))
             for s in range(q0, q1, c):
                 yield fns, source_cotangents(list(range(s, min(s + c, q1))), B, t + 1, I, None, n_sources_hidden,
@@ -423,7 +423,7 @@ def _positionwise_M_dash(Fh: Callable, acts: Tensor, alphas: list[float], weight
     B, P, d = acts.shape
     lo, hi = dir_range or (0, n_sources(P, I, Rp, Rh))
     el, s_el = acts.element_size(), 4
-    per_dir = _pullback_bytes(B, P, d, P, I, len(alphas), el)
+    per_dir = pullback_bytes(B, P, d, P, I, len(alphas), el)
     budget = mem_budget if max_chunk is None else min(mem_budget, max_chunk * per_dir)
     s_bytes = B * P * I * I * s_el if Rh else 0
     if s_bytes > budget: return None

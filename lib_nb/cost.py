@@ -14,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .core import LibConfigError
 from .jacobians import section_chain, batched_vjp, batched_jvp, lib_coordinates, MLP_FUSE_BYTES, MLP_FUSE_MIN
-from .bases import basis_mode, mlp_fusion, _pullback_bytes
+from .bases import basis_mode, mlp_fusion, pullback_bytes
 from .dist import chunk_workers
 from .edges import edge_mode
 
@@ -138,7 +138,7 @@ def jacobian_flops(model,                  # the folded SectionedModel of the bu
         bmode = basis_mode(P, T, I, Rp, Rh, None, sec.causal, sec.positionwise)
         if bmode == 'positionwise':                                                            # I pull-backs, Σ JᵀSJ
             per_batch = fwd + probe + I * pull + 2 * B * P * (I * I * d + I * d * d) + (2 * n_src * B * P * I * I if Rh else 0)
-        elif bmode == 'reverse' and sec.causal and mlp_fusion(n_src, _pullback_bytes(B, P, d, T, I, 1, f.element_size()), None,
+        elif bmode == 'reverse' and sec.causal and mlp_fusion(n_src, pullback_bytes(B, P, d, T, I, 1, f.element_size()), None,
                                                               2**28, chunk_workers(f.device), f.device):   # MLP matrices
             fwd = count_flops(batched_vjp, Fh, f, fuse_mlps=MLP_FUSE_BYTES)          # the forward pass and the matrices
             _, fnf = batched_vjp(Fh, f, fuse_mlps=MLP_FUSE_BYTES)
