@@ -5,7 +5,7 @@
 # %% ../nbs/05b_cost.ipynb #f2640d78
 from __future__ import annotations
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -19,7 +19,7 @@ from .dist import chunk_workers
 from .edges import edge_mode
 
 # %% auto #0
-__all__ = ['SAFETY', 'section_bytes', 'MemoryPlan', 'plan_memory', 'count_flops', 'jacobian_flops']
+__all__ = ['SAFETY', 'section_bytes', 'MemoryPlan', 'plan_memory', 'counted', 'count_flops', 'jacobian_flops']
 
 # %% ../nbs/05b_cost.ipynb #4309b74d
 def section_bytes(model,                 # a SectionedModel
@@ -101,11 +101,14 @@ def plan_memory(model,                       # the folded SectionedModel the bui
     return MemoryPlan(float(max_memory_gb), B, B, B, chunks, int(act_cache), int(min(est, budget)))
 
 # %% ../nbs/05b_cost.ipynb #bc9e0a25
+def counted(fn: Callable, *args, **kwargs) -> tuple[int, Any]:
+    "`(operations, result)` of one call of `fn`: its matmuls, convolutions and attention, counted by `FlopCounterMode`."
+    with FlopCounterMode(display=False) as fc: out = fn(*args, **kwargs)
+    return int(fc.get_total_flops()), out
+
 def count_flops(fn: Callable, *args, **kwargs) -> int:
     "Floating-point operations of one call of `fn` (matmuls, convolutions, attention) counted by `FlopCounterMode`."
-    from torch.utils.flop_counter import FlopCounterMode
-    with FlopCounterMode(display=False) as fc: fn(*args, **kwargs)
-    return int(fc.get_total_flops())
+    return counted(fn, *args, **kwargs)[0]
 
 @torch.no_grad()
 def jacobian_flops(model,                  # the folded SectionedModel of the build
@@ -128,10 +131,9 @@ def jacobian_flops(model,                  # the folded SectionedModel of the bu
         Cn = None if Cn is None else Cn.to(f.device, f.dtype)
         sec = section_chain(model, l, l + 1)               # what the build runs: causal, position-wise, its pull-back
         Fh = lib_coordinates(sec, None, Cn)
-        y, fn = batched_vjp(Fh, f)
+        fwd, (y, fn) = counted(batched_vjp, Fh, f)           # the forward pass, once
         (_, P, d), (_, T, I) = f.shape, y.shape
         cot = torch.zeros(2, *y.shape, dtype=y.dtype, device=y.device); cot[:, :, 0, 0] = 1
-        fwd = count_flops(batched_vjp, Fh, f)
         pull = count_flops(fn, cot) / 2                   # vectorised pull-backs count linearly
         probe = count_flops(Fh, f[:1]) if P > 1 and (sec.causal or sec.positionwise) else 0   # the output shape's probe
         n_src = (Rp or T) * (Rh or I)
@@ -140,8 +142,7 @@ def jacobian_flops(model,                  # the folded SectionedModel of the bu
             per_batch = fwd + probe + I * pull + 2 * B * P * (I * I * d + I * d * d) + (2 * n_src * B * P * I * I if Rh else 0)
         elif bmode == 'reverse' and sec.causal and mlp_fusion(n_src, pullback_bytes(B, P, d, T, I, 1, f.element_size()), None,
                                                               2**28, chunk_workers(f.device), f.device):   # MLP matrices
-            fwd = count_flops(batched_vjp, Fh, f, fuse_mlps=MLP_FUSE_BYTES)          # the forward pass and the matrices
-            _, fnf = batched_vjp(Fh, f, fuse_mlps=MLP_FUSE_BYTES)
+            fwd, (_, fnf) = counted(batched_vjp, Fh, f, fuse_mlps=MLP_FUSE_BYTES)   # the forward pass and the matrices
             cot = torch.zeros(MLP_FUSE_MIN, *y.shape, dtype=y.dtype, device=y.device); cot[:, :, 0, 0] = 1
             per_batch = fwd + probe + n_src * (count_flops(fnf, cot) / MLP_FUSE_MIN + 2 * B * P * d * d)
         else:                                                                                  # pull-backs + gᵀg
@@ -157,19 +158,19 @@ def jacobian_flops(model,                  # the folded SectionedModel of the bu
             rows = (Re or T) * yh.shape[2]
             mode = edge_mode('auto', r, yh.shape[2], P, T, Re, sec.causal, sec.positionwise)   # what lib_nb.edges runs
             if mode == 'forward':                          # the primal once per batch, then the tangents vectorised
-                _, push = batched_jvp(H, zf)
+                primal, (_, push) = counted(batched_jvp, H, zf)
                 tan = torch.zeros(4, *zf.shape, dtype=zf.dtype, device=zf.device); tan[..., 0] = zf[..., 0]
                 c4, c2 = count_flops(push, tan), count_flops(push, tan[:2])
-                per_e, primal = (c4 - c2) / 2, count_flops(batched_jvp, H, zf)
+                per_e = (c4 - c2) / 2
                 signs = 2 * Re * B * T * yh.shape[2] if Re else 0   # the sources' signs, contracted per tangent
                 out['edges'] += (r * (per_e + 3 * B * T * yh.shape[2] + signs) + primal * (1 + 1 / B)   # a one-sample probe
                                  + 2 * B * P * d * r) * n_samples / B                            # f̂ = f C
             else:
-                _, fnh = batched_vjp(H, zf)
+                fwd_e, (_, fnh) = counted(batched_vjp, H, zf)
                 pw = mode == 'positionwise'                # one pull-back per output row (e_i at every position)
                 coth = torch.zeros(2, *yh.shape, dtype=yh.dtype, device=yh.device); coth[:, :, 0, 0] = 1
                 per_e = count_flops(fnh, coth) / 2
                 if pw: n_pass, extra = yh.shape[2], 3 * B * P * r + (2 * Re * B * T * r if Re else 0)
                 else: n_pass, extra = rows * ((P + 1) / (2 * P) if mode == 'prefix' else 1), 3 * B * P * r
-                out['edges'] += (count_flops(batched_vjp, H, zf) + n_pass * (per_e + extra)) * n_samples / B
+                out['edges'] += (fwd_e + n_pass * (per_e + extra)) * n_samples / B
     return out

@@ -9,6 +9,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor
+from torch.overrides import _get_current_function_mode_stack
+from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
 from .core import LibConfigError, default_device
 
@@ -190,8 +192,6 @@ def chunk_budget(mem_budget: int,   # bytes the phase may hold in chunks at once
 
 def _caller_modes() -> bool:
     "Whether this thread runs under a torch dispatch or function mode (`FlopCounterMode`): per thread, a worker would escape it."
-    from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
-    from torch.overrides import _get_current_function_mode_stack
     return bool(_get_current_dispatch_mode_stack() or _get_current_function_mode_stack())
 
 def _one_thread():

@@ -429,7 +429,8 @@ def _mlp_fused(tape: list, max_bytes: int) -> tuple[list, int]:
             W_in, W_out = getattr(m, m.names[0]), getattr(run[2][0], run[2][0].names[0])   # x ↦ x W: [d, h], [h, d_out]
             dact = run[1][3].dact                                              # [B, P, h]
             h, el = dact.shape[-1], dact.element_size()
-            BP, nbytes = dact[..., 0].numel(), dact[..., 0].numel() * W_in.shape[0] * W_out.shape[1] * el
+            BP = dact[..., 0].numel()                                           # tokens
+            nbytes = BP * W_in.shape[0] * W_out.shape[1] * el
             if h > max(W_in.shape[0], W_out.shape[1]) and used + nbytes <= max_bytes:
                 K, da, WoT = dact.new_empty(BP, W_out.shape[1], W_in.shape[0]), dact.reshape(BP, h), W_out.T
                 k = max(1, 2**24 // (WoT.numel() * el))                       # tokens per product: ≤ 16 MB of W_outᵀ diag
@@ -596,7 +597,7 @@ def section_pullback(model: SequentialTransformer, l: int, upto: int,   # sectio
                     ) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
     "`(F(x), pull)`: `pull(φ [n, batch, pos_out, d_out]) = [n, batch, pos, d]`, the `n` pull-backs `φ·∂F/∂x` at once, exact."
     y, tape, widths = _section_tape(model, l, upto, x)
-    fused, n_fused = _mlp_fused(tape, min(fuse_mlps, MLP_FUSE_BYTES)) if fuse_mlps else (tape, 0)
+    fused, n_fused = _mlp_fused(tape, fuse_mlps) if fuse_mlps else (tape, 0)
     def pull(phi: Tensor) -> Tensor:
         cots = tuple(torch.split(phi.to(x.dtype), widths, dim=-1))
         for m, mid, ins, s, cut in reversed(fused if phi.shape[0] >= MLP_FUSE_MIN else tape):
