@@ -12,11 +12,11 @@ from torch import Tensor
 from torch.func import jvp, vjp, vmap
 from torch.utils.flop_counter import FlopCounterMode
 
-from .core import LibConfigError
+from .core import LibConfigError, seeded_generator
 from .jacobians import section_chain, batched_vjp, batched_jvp, lib_coordinates, MLP_FUSE_BYTES, MLP_FUSE_MIN
 from .bases import basis_mode, mlp_fusion, pullback_bytes
 from .dist import chunk_workers
-from .edges import edge_mode
+from .edges import edge_mode, squared_edges_batch
 
 # %% auto #0
 __all__ = ['SAFETY', 'section_bytes', 'MemoryPlan', 'plan_memory', 'counted', 'count_flops', 'jacobian_flops']
@@ -157,7 +157,14 @@ def jacobian_flops(model,                  # the folded SectionedModel of the bu
             yh = H(zf)
             rows = (Re or T) * yh.shape[2]
             mode = edge_mode('auto', r, yh.shape[2], P, T, Re, sec.causal, sec.positionwise)   # what lib_nb.edges runs
-            if mode == 'forward':                          # the primal once per batch, then the tangents vectorised
+            if sec.mlp_factors is not None and sec.mlp_factors(f[:1]) is not None:   # LN → MLP: per-token factors
+                on = lambda t: None if t is None else t.to(f.device, f.dtype)
+                run = lambda n: count_flops(squared_edges_batch, sec, f[:n], on(C), on(Cp), Cn, [1.0], [1.0], n_sources=Re,
+                                            generator=seeded_generator(0) if Re else None)
+                c1 = run(1)
+                per_x = run(2) - c1 if B > 1 else c1          # per sample; the rest (C⁺ΠW_in, W_out C) once per batch
+                out['edges'] += (c1 - per_x + B * per_x + 2 * B * P * d * r) * n_samples / B   # and f̂ = f C
+            elif mode == 'forward':                        # the primal once per batch, then the tangents vectorised
                 primal, (_, push) = counted(batched_jvp, H, zf)
                 tan = torch.zeros(4, *zf.shape, dtype=zf.dtype, device=zf.device); tan[..., 0] = zf[..., 0]
                 c4, c2 = count_flops(push, tan), count_flops(push, tan[:2])

@@ -54,12 +54,12 @@ def _lib_section(F: Callable, C_in_pinv: Tensor | None, C_next: Tensor | None) -
     return lib_coordinates(F, C_in_pinv, C_next)
 
 # %% ../nbs/05_edges.ipynb #d601aecd
-def _edge_cotangents(pairs: list[tuple[int, int]], batch: int, T: int, I: int, stochastic: bool,
-                     generator, dtype, device) -> Tensor:
-    "Cotangents for (t or r, i) pairs: one-hot at (t, i), or ±1 over positions in column i."
+def _edge_cotangents(pairs: list[tuple[int, int]], batch: int, T: int, I: int, signs: Tensor | None,
+                     dtype, device) -> Tensor:
+    "Cotangents for (t or r, i) pairs: one-hot at (t, i), or source r's ±1 over positions (`signs[r]`) in column i."
     out = torch.zeros(len(pairs), batch, T, I, dtype=dtype, device=device)
     for n, (t, i) in enumerate(pairs):
-        if stochastic: out[n, :, :, i] = rademacher((batch, T), generator, dtype, device)
+        if signs is not None: out[n, :, :, i] = signs[t]
         else: out[n, :, t, i] = 1
     return out
 
@@ -82,7 +82,7 @@ def _causal_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float], weigh
                            chunk_budget(mem_budget, w, f_hat.device), max_chunk and -(-max_chunk // w))
             for s in range(lo, hi, c):
                 rows = list(range(s, min(s + c, hi)))
-                yield (s - lo, hi - lo, fns, fh, _edge_cotangents([(t, i) for i in rows], B, t + 1, I, False, None,
+                yield (s - lo, hi - lo, fns, fh, _edge_cotangents([(t, i) for i in rows], B, t + 1, I, None,
                                                                    f_hat.dtype, f_hat.device))
     E = None
     for s, n, part in chunk_map(lambda ch: (ch[0], ch[1], _edge_rows(ch[2], weights, ch[4], ch[3], acc)), chunks(), w):
@@ -113,7 +113,7 @@ def _forward_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float], weig
     "Eq. 20–23 in forward mode: the tangent `f̂_j` (direction `j`, every position) gives `J_{x,t,i,j}` for all `(t, i)` at once."
     B, P, r = f_hat.shape
     lo, hi = out_range or (0, I)
-    S = _edge_signs(n_sources, hi - lo, B, T, generator, f_hat, acc)
+    S = _edge_signs(n_sources, B, T, generator, f_hat, acc)
     E = torch.zeros(hi - lo, r, dtype=torch.float64, device=f_hat.device)
     per_sample = _edge_bytes(1, P, r, T, hi - lo, r, f_hat.element_size())   # one tangent, one sample
     nw = chunk_workers(f_hat.device, exact=getattr(H, 'pushforward', None) is not None)
@@ -135,15 +135,14 @@ def _forward_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float], weig
             Jk = push(U)[..., lo:hi].mul_(w).to(acc)                              # [c, b, T, rows]
             J = Jk if J is None else J.add_(Jk)
         if S is None: return cols, J.to(torch.float64).square().sum((1, 2)).T
-        return cols, torch.einsum('ribt,jbti->rijb', S[:, :, b0:b0 + len(fh)], J).to(torch.float64).square().sum((0, 3))
+        return cols, torch.einsum('rbt,jbti->rijb', S[:, b0:b0 + len(fh)], J).to(torch.float64).square().sum((0, 3))
     for cols, e in chunk_map(part, chunks(), nw): E[:, cols] += e
     return E
 
-def _edge_signs(n_sources: int | None, n_rows: int, B: int, T: int, generator, f_hat: Tensor, acc) -> Tensor | None:
-    "The reverse path's signs `φ[r, i, x, t]` of eq. 22, drawn in its (r, i) order; None without sources."
+def _edge_signs(n_sources: int | None, B: int, T: int, generator, f_hat: Tensor, acc) -> Tensor | None:
+    "The signs `φ[r, x, t]` of eq. 22 (one set per source, shared by every output row), drawn in r order; None without sources."
     if not n_sources: return None
-    return torch.stack([rademacher((B, T), generator, f_hat.dtype, f_hat.device)
-                        for _ in range(n_sources * n_rows)]).view(n_sources, n_rows, B, T).to(acc)
+    return torch.stack([rademacher((B, T), generator, f_hat.dtype, f_hat.device) for _ in range(n_sources)]).to(acc)
 
 def _positionwise_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float], weights: list[float], T: int, I: int,
                                 n_sources: int | None, generator, out_range: tuple[int, int] | None, acc: torch.dtype,
@@ -151,7 +150,7 @@ def _positionwise_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float],
     "Eq. 20–23 for a position-wise section: `J_{x,t,i,j} = f̂_{x,t,j} ∂Ĥ_{t,i}/∂ẑ_{t,j}`, one pull-back per output row."
     B, P, r = f_hat.shape
     lo, hi = out_range or (0, I)
-    S = _edge_signs(n_sources, hi - lo, B, T, generator, f_hat, acc)
+    S = _edge_signs(n_sources, B, T, generator, f_hat, acc)
     fns = [batched_vjp(H, f_hat * a)[1] for a in alphas]
     w = chunk_workers(f_hat.device, exact=getattr(H, 'pullback', None) is not None)
     c = chunk_size(hi - lo, _edge_bytes(B, P, r, T, I, r, f_hat.element_size()),
@@ -162,8 +161,59 @@ def _positionwise_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float],
         J = _weighted_J(fns, weights, cot, f_hat, acc, sum_pos=False)   # J_{x,t,i,j} for every t, before any Σ over t
         rows = slice(i0 - lo, i0 - lo + len(cot))
         if S is None: return rows, J.to(torch.float64).square().sum((1, 2))
-        return rows, torch.einsum('rcbt,cbtj->rcbj', S[:, rows], J).to(torch.float64).square().sum((0, 2))
+        return rows, torch.einsum('rbt,cbtj->rcbj', S, J).to(torch.float64).square().sum((0, 2))
     for rows, e in chunk_map(part, range(lo, hi, c), w): E[rows] += e
+    return E
+
+def _mlp_squared_edges(fac: list, f_hat: Tensor, C_pinv: Tensor | None, C_next: Tensor | None, weights: list[float],
+                       S: Tensor | None, out_range: tuple[int, int] | None, acc: torch.dtype, mem_budget: int) -> Tensor:
+    "Eq. 20–23 for an `LN → MLP → + bypass` section from its per-token factors (`mlp_block_factors`, one per integration point): a few GEMMs per sample and source, or per token without sources."
+    B, P, r = f_hat.shape
+    f0 = fac[0]
+    Cp = C_pinv if C_pinv is not None else torch.eye(r, dtype=f_hat.dtype, device=f_hat.device)
+    Cn = C_next if C_next is not None else torch.eye(f0.W_out.shape[1], dtype=f_hat.dtype, device=f_hat.device)
+    lo, hi = out_range or (0, Cn.shape[1])
+    Cn = Cn[:, lo:hi]
+    d, Cr = f0.d, Cp[:, f0.ln_cols]
+    Crd = Cr[:, :d]
+    Qm = (Crd - Crd.mean(1, keepdim=True)) @ f0.W_in[:d]          # C⁺ Π W_in: [r, h], 1/σ_t its per-token scale
+    c0, w0 = Cr[:, d:], f0.W_in[d:]                                # the folded constant: rank one (or none)
+    Bm, Rm = f0.W_out @ Cn, Cp[:, f0.bypass_cols] @ Cn              # [h, rows], [r, rows]: the same at every token
+    h, el = Qm.shape[1], f_hat.element_size()
+    E = torch.zeros(hi - lo, r, dtype=torch.float64, device=f_hat.device)
+    if S is None:                                                      # eq. 20–21: every token's J_t = f̂_t ⊙ Ĵ_t
+        tc = max(1, min(P, mem_budget // max(1, 3 * r * max(h, hi - lo) * el)))   # tokens per block of [r, h] matrices
+        for x in range(B):
+            for t0 in range(0, P, tc):
+                J = None
+                for F_, w in zip(fac, weights):
+                    A = F_.dact[x, t0:t0 + tc]                                 # [tc, h]
+                    X = Qm * (A * F_.inv_sig[x, t0:t0 + tc, None])[:, None]     # (1/σ_t) C⁺ΠW_in diag(act'_t)
+                    if c0.numel(): X += c0 * (A * w0)[:, None]
+                    al = (F_.xc[x, t0:t0 + tc] @ Crd.T) * F_.kappa[x, t0:t0 + tc, None]
+                    X.baddbmm_(al[:, :, None], (F_.xc[x, t0:t0 + tc] @ F_.W_in[:d] * A)[:, None])   # κ_t (C⁺x_c)(x_cᵀW_in)
+                    Jk = torch.matmul(X, Bm).add_(Rm)                           # Ĵ_t [tc, r, rows]
+                    J = Jk.mul_(w) if J is None else J.add_(Jk, alpha=w)
+                J = (J * f_hat[x, t0:t0 + tc, :, None]).to(acc)                 # J_{x,t,i,j}, transposed
+                E += J.to(torch.float64).square().sum(0).T
+        return E
+    R = S.shape[0]
+    rc = max(1, min(R, mem_budget // max(1, 4 * r * h * el)))          # sources per block of [r, h] products
+    for x in range(B):
+        for r0 in range(0, R, rc):
+            U = S[r0:r0 + rc, x, :, None] * f_hat[x]                   # [rc, P, r]: φ_{x,r,t} f̂_{x,t}
+            inner = None
+            for F_, w in zip(fac, weights):
+                A = F_.dact[x]                                         # [P, h]
+                al = (F_.xc[x] @ Crd.T) * F_.kappa[x][:, None]          # κ_t C⁺ x_c: [P, r]
+                be = F_.xc[x] @ F_.W_in[:d]                             # x_cᵀ W_in: [P, h]
+                X = Qm * ((U * F_.inv_sig[x][:, None]).mT @ A)          # Σ_t φ f̂ (1/σ_t) C⁺ΠW_in ⊙ act'_t
+                left = torch.cat([U * c0.T[None] if c0.numel() else U[:, :0], U * al], 1)   # the rank-one terms, one GEMM
+                right = torch.cat([A * w0 if w0.numel() else A[:0], be * A], 0)
+                X.baddbmm_(left.mT, right.expand(len(U), -1, -1))
+                inner = X.mul_(w) if inner is None else inner.add_(X, alpha=w)
+            G = (inner @ Bm).add_(U.sum(1)[:, :, None] * Rm, alpha=sum(weights))   # [rc, r, rows]: J_{x,r,i,j}, transposed
+            E += G.to(acc).to(torch.float64).square().sum(0).T
     return E
 
 EDGE_MODES = ('auto', 'forward', 'reverse')
@@ -206,6 +256,12 @@ def squared_edges_batch(F: Callable,                          # section F_l
     lo, hi = out_range or (0, I)
     acc = accumulator_dtype or acts.dtype
     path = edge_mode(mode, r, hi - lo, P, T, n_sources, getattr(F, 'causal', False), getattr(F, 'positionwise', False))
+    if mode == 'auto' and getattr(F, 'mlp_factors', None) is not None:    # LN → MLP: per-token factors
+        xs = [(f_hat * a) @ C_pinv if C_pinv is not None else f_hat * a for a in alphas]
+        fac = [F.mlp_factors(x) for x in xs]
+        if fac[0] is not None:
+            return _mlp_squared_edges(fac, f_hat, C_pinv, C_next, weights, _edge_signs(n_sources, B, T, generator, f_hat, acc),
+                                      out_range, acc, mem_budget)
     if path == 'positionwise':
         return _positionwise_squared_edges(H, f_hat, alphas, weights, T, I, n_sources, generator, out_range, acc,
                                            mem_budget, max_chunk)
@@ -222,7 +278,8 @@ def squared_edges_batch(F: Callable,                          # section F_l
     per_dir = _edge_bytes(B, P, r, T, I, acts.shape[-1], acts.element_size())
     w = chunk_workers(acts.device, exact=getattr(H, 'pullback', None) is not None)
     c = chunk_size(len(pairs), per_dir, chunk_budget(mem_budget, w, f_hat.device), max_chunk and -(-max_chunk // w))
-    cots = ((pairs[s:s + c], _edge_cotangents(pairs[s:s + c], B, T, I, bool(n_sources), generator, acts.dtype, acts.device))
+    S = _edge_signs(n_sources, B, T, generator, f_hat, acts.dtype)
+    cots = ((pairs[s:s + c], _edge_cotangents(pairs[s:s + c], B, T, I, S, acts.dtype, acts.device))
             for s in range(0, len(pairs), c))          # drawn in order
     for chunk, e in chunk_map(lambda ch: (ch[0], _edge_rows(fns, weights, ch[1], f_hat, acc)), cots, w):
         E.index_add_(0, torch.tensor([i - lo for _, i in chunk], device=acts.device), e)

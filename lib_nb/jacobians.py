@@ -4,7 +4,8 @@
 
 # %% ../nbs/01a_jacobians.ipynb #a593e447
 from __future__ import annotations
-from typing import Callable
+import itertools
+from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor
@@ -17,7 +18,7 @@ from torch.func import jvp, vjp, vmap
 # %% auto #0
 __all__ = ['GEMM_TABLE_BYTES', 'MLP_FUSE_MIN', 'MLP_FUSE_BYTES', 'section_shape', 'section_jacobian', 'section_jacobian_fn',
            'M_dash_from_jacobian', 'squared_edges_from_jacobian', 'section_pullback', 'section_pushforward',
-           'batched_vjp', 'batched_jvp', 'lib_coordinates', 'section_chain']
+           'batched_vjp', 'batched_jvp', 'lib_coordinates', 'MLPFactors', 'mlp_block_factors', 'section_chain']
 
 # %% ../nbs/01a_jacobians.ipynb #ec3d952c
 def _dact(act: Callable, h: Tensor) -> Tensor:
@@ -659,6 +660,34 @@ def lib_coordinates(F: Callable, C_in_pinv: Tensor | None, C_next: Tensor | None
 
 
 # %% ../nbs/01a_jacobians.ipynb #11866f33
+class MLPFactors(NamedTuple):
+    "Per-token factors of a position-wise `LN → MLP → + bypass` section at `x` (see `mlp_block_factors`)."
+    ln_cols: slice            # the input columns the LayerNorm reads (`d` of them, then the folded constant if any)
+    bypass_cols: slice        # the input columns added to the MLP's output
+    d: int                    # the LayerNorm's width
+    inv_sig: Tensor           # [B, P]: 1/σ
+    kappa: Tensor             # [B, P]: −1/(d σ³) (0 where the variance was clamped)
+    xc: Tensor                # [B, P, d]: the centred input
+    dact: Tensor              # [B, P, h]: act'(h)
+    W_in: Tensor              # [d (+1), h]
+    W_out: Tensor             # [h, d_out]
+
+def mlp_block_factors(model: SequentialTransformer, l: int,
+                      x: Float[Tensor, "batch pos d"]    # node layer l
+                     ) -> MLPFactors | None:
+    "Section `l`'s per-token Jacobian as factors, `∂y_t/∂x_t = E_b + E_ln L_t W_in diag(act'_t) W_out`, `L_t = Π/σ_t + κ_t x_c x_cᵀ` on the LN's `d` (the folded constant passes); None unless the section is exactly LN, MLP and the residual add."
+    y, tape, _ = _section_tape(model, l, l + 1, x)
+    kinds = [type(e[0]) for e in tape]
+    if kinds != [LNVar, LNOut, Linear, Act, Linear, Add] or any(e[4] for e in tape): return None
+    (var_m, _, _, _, _), (ln, _, _, s_ln, _), (m_in, *_), (_, _, _, s_act, _), (m_out, *_), (add, *_) = tape
+    if not ln.has_ln or add.keep_resid or ln.final: return None
+    w = model.tuple_widths(l)
+    off = [0] + list(itertools.accumulate(w))
+    ri, bi = (1, 0) if var_m.parallel else (0, 0)                      # parallel: (a, r), LN on r, a added; else (r,)
+    return MLPFactors(slice(off[ri], off[ri + 1]), slice(off[bi], off[bi + 1]), ln.d, s_ln.inv_sig[..., 0],
+                      2 * s_ln.coef[..., 0] / ln.d, s_ln.xc, s_act.dact, getattr(m_in, m_in.names[0]),
+                      getattr(m_out, m_out.names[0]))
+
 def section_chain(model: SectionedModel, l: int, upto: int) -> Callable[[Tensor], Tensor]:
     "Sections l..upto-1 composed: node layer l -> node layer upto; one section carries its exact `F.jacobian` when known, transformers `F.pullback`."
     def F(x):
@@ -670,4 +699,5 @@ def section_chain(model: SectionedModel, l: int, upto: int) -> Callable[[Tensor]
     F.jacobian = section_jacobian_fn(model, l) if upto == l + 1 else None   # None: the generic vjp paths
     F.pullback = (lambda x, **kw: section_pullback(model, l, upto, x, **kw)) if F.causal else None   # exact batched pull-backs
     F.pushforward = (lambda x: section_pushforward(model, l, upto, x)) if F.causal else None   # and tangents
+    F.mlp_factors = ((lambda x: mlp_block_factors(model, l, x)) if F.positionwise and upto == l + 1 else None)   # LN → MLP blocks
     return F
