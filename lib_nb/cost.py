@@ -16,7 +16,7 @@ from .core import LibConfigError, seeded_generator
 from .jacobians import section_chain, batched_vjp, batched_jvp, lib_coordinates, MLP_FUSE_BYTES, MLP_FUSE_MIN
 from .bases import basis_mode, mlp_fusion, pullback_bytes
 from .dist import chunk_workers
-from .edges import edge_mode, squared_edges_batch
+from .edges import edge_mode, mlp_factor_edges, squared_edges_batch
 
 # %% auto #0
 __all__ = ['SAFETY', 'section_bytes', 'MemoryPlan', 'plan_memory', 'counted', 'count_flops', 'jacobian_flops']
@@ -157,7 +157,8 @@ def jacobian_flops(model,                  # the folded SectionedModel of the bu
             yh = H(zf)
             rows = (Re or T) * yh.shape[2]
             mode = edge_mode('auto', r, yh.shape[2], P, T, Re, sec.causal, sec.positionwise)   # what lib_nb.edges runs
-            if sec.mlp_factors is not None and sec.mlp_factors(f[:1]) is not None:   # LN → MLP: per-token factors
+            fac = sec.mlp_factors(f[:1]) if sec.mlp_factors is not None else None
+            if fac is not None and mlp_factor_edges(r, yh.shape[2], fac.d, P, Re):   # LN → MLP: per-token factors
                 on = lambda t: None if t is None else t.to(f.device, f.dtype)
                 run = lambda n: count_flops(squared_edges_batch, sec, f[:n], on(C), on(Cp), Cn, [1.0], [1.0], n_sources=Re,
                                             generator=seeded_generator(0) if Re else None)

@@ -13,11 +13,11 @@ from torch.func import jvp, vjp, vmap
 
 from .core import Float, LibConfigError, parse_dtype
 from .bases import as_batches, integration_points, check_acts, plain_acts, rademacher, chunk_size, row_cotangents
-from .jacobians import squared_edges_from_jacobian, batched_vjp, batched_jvp, lib_coordinates
+from .jacobians import squared_edges_from_jacobian, batched_vjp, batched_jvp, lib_coordinates, mlp_lib_factors, mlp_token_jacobians
 from .dist import chunk_budget, chunk_map, chunk_workers
 
 # %% auto #0
-__all__ = ['EDGE_FORMULAS', 'EDGE_MODES', 'Edges', 'check_edge_formula', 'edge_mode', 'squared_edges_batch',
+__all__ = ['EDGE_FORMULAS', 'EDGE_MODES', 'Edges', 'check_edge_formula', 'mlp_factor_edges', 'edge_mode', 'squared_edges_batch',
            'functional_edges_batch', 'edges']
 
 # %% ../nbs/05_edges.ipynb #0c20ff19
@@ -165,37 +165,26 @@ def _positionwise_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float],
     for rows, e in chunk_map(part, range(lo, hi, c), w): E[rows] += e
     return E
 
+def mlp_factor_edges(r_in: int, rows: int, d: int, P: int, n_sources: int | None) -> bool:
+    "Whether an `LN → MLP` section's squared edges come cheaper from its per-token factors than from `r_in` tangents or `rows` pull-backs (operation counts; a pass over an `[r_in, h]` matrix counted as 64)."
+    if n_sources: return n_sources * (6 * P + 2 * rows + 64) < 4 * P * d
+    return 2 * rows + 64 < 4 * min(rows, r_in) * d / r_in
+
 def _mlp_squared_edges(fac: list, f_hat: Tensor, C_pinv: Tensor | None, C_next: Tensor | None, weights: list[float],
                        S: Tensor | None, out_range: tuple[int, int] | None, acc: torch.dtype, mem_budget: int) -> Tensor:
     "Eq. 20–23 for an `LN → MLP → + bypass` section from its per-token factors (`mlp_block_factors`, one per integration point): a few GEMMs per sample and source, or per token without sources."
     B, P, r = f_hat.shape
-    f0 = fac[0]
-    Cp = C_pinv if C_pinv is not None else torch.eye(r, dtype=f_hat.dtype, device=f_hat.device)
-    Cn = C_next if C_next is not None else torch.eye(f0.W_out.shape[1], dtype=f_hat.dtype, device=f_hat.device)
+    Cn = C_next if C_next is not None else torch.eye(fac[0].W_out.shape[1], dtype=f_hat.dtype, device=f_hat.device)
     lo, hi = out_range or (0, Cn.shape[1])
-    Cn = Cn[:, lo:hi]
-    d, Cr = f0.d, Cp[:, f0.ln_cols]
-    Crd = Cr[:, :d]
-    Qm = (Crd - Crd.mean(1, keepdim=True)) @ f0.W_in[:d]          # C⁺ Π W_in: [r, h], 1/σ_t its per-token scale
-    c0, w0 = Cr[:, d:], f0.W_in[d:]                                # the folded constant: rank one (or none)
-    Bm, Rm = f0.W_out @ Cn, Cp[:, f0.bypass_cols] @ Cn              # [h, rows], [r, rows]: the same at every token
-    h, el = Qm.shape[1], f_hat.element_size()
+    lf = mlp_lib_factors(fac[0], C_pinv, Cn[:, lo:hi], f_hat)
+    h, el = lf.Q.shape[1], f_hat.element_size()
     E = torch.zeros(hi - lo, r, dtype=torch.float64, device=f_hat.device)
     if S is None:                                                      # eq. 20–21: every token's J_t = f̂_t ⊙ Ĵ_t
         tc = max(1, min(P, mem_budget // max(1, 3 * r * max(h, hi - lo) * el)))   # tokens per block of [r, h] matrices
         for x in range(B):
             for t0 in range(0, P, tc):
-                J = None
-                for F_, w in zip(fac, weights):
-                    A = F_.dact[x, t0:t0 + tc]                                 # [tc, h]
-                    X = Qm * (A * F_.inv_sig[x, t0:t0 + tc, None])[:, None]     # (1/σ_t) C⁺ΠW_in diag(act'_t)
-                    if c0.numel(): X += c0 * (A * w0)[:, None]
-                    al = (F_.xc[x, t0:t0 + tc] @ Crd.T) * F_.kappa[x, t0:t0 + tc, None]
-                    X.baddbmm_(al[:, :, None], (F_.xc[x, t0:t0 + tc] @ F_.W_in[:d] * A)[:, None])   # κ_t (C⁺x_c)(x_cᵀW_in)
-                    Jk = torch.matmul(X, Bm).add_(Rm)                           # Ĵ_t [tc, r, rows]
-                    J = Jk.mul_(w) if J is None else J.add_(Jk, alpha=w)
-                J = (J * f_hat[x, t0:t0 + tc, :, None]).to(acc)                 # J_{x,t,i,j}, transposed
-                E += J.to(torch.float64).square().sum(0).T
+                J = (mlp_token_jacobians(fac, weights, lf, x, t0, t0 + tc) * f_hat[x, t0:t0 + tc, :, None]).to(acc)
+                E += J.to(torch.float64).square().sum(0).T                      # J_{x,t,i,j}, transposed
         return E
     R = S.shape[0]
     rc = max(1, min(R, mem_budget // max(1, 4 * r * h * el)))          # sources per block of [r, h] products
@@ -203,25 +192,25 @@ def _mlp_squared_edges(fac: list, f_hat: Tensor, C_pinv: Tensor | None, C_next: 
         for r0 in range(0, R, rc):
             U = S[r0:r0 + rc, x, :, None] * f_hat[x]                   # [rc, P, r]: φ_{x,r,t} f̂_{x,t}
             inner = None
-            for F_, w in zip(fac, weights):
-                A = F_.dact[x]                                         # [P, h]
-                al = (F_.xc[x] @ Crd.T) * F_.kappa[x][:, None]          # κ_t C⁺ x_c: [P, r]
-                be = F_.xc[x] @ F_.W_in[:d]                             # x_cᵀ W_in: [P, h]
-                X = Qm * ((U * F_.inv_sig[x][:, None]).mT @ A)          # Σ_t φ f̂ (1/σ_t) C⁺ΠW_in ⊙ act'_t
-                left = torch.cat([U * c0.T[None] if c0.numel() else U[:, :0], U * al], 1)   # the rank-one terms, one GEMM
-                right = torch.cat([A * w0 if w0.numel() else A[:0], be * A], 0)
-                X.baddbmm_(left.mT, right.expand(len(U), -1, -1))
+            for f, w in zip(fac, weights):
+                A = f.dact[x]                                          # [P, h]
+                al = (f.xc[x] @ lf.Crd.T) * f.kappa[x][:, None]         # κ_t C⁺ x_c: [P, r]
+                X = lf.Q * ((U * f.inv_sig[x][:, None]).mT @ A)          # Σ_t φ f̂ (1/σ_t) C⁺ΠW_in ⊙ act'_t
+                left = torch.cat([U * lf.c0.T[None] if lf.c0.numel() else U[:, :0], U * al], 1)   # the rank-one terms
+                right = torch.cat([A * lf.w0 if lf.w0.numel() else A[:0], (f.xc[x] @ lf.W_d) * A], 0)
+                X.baddbmm_(left.mT, right.expand(len(U), -1, -1))       # one GEMM over (constant, κ) × positions
                 inner = X.mul_(w) if inner is None else inner.add_(X, alpha=w)
-            G = (inner @ Bm).add_(U.sum(1)[:, :, None] * Rm, alpha=sum(weights))   # [rc, r, rows]: J_{x,r,i,j}, transposed
+            G = (inner @ lf.B).add_(U.sum(1)[:, :, None] * lf.R, alpha=sum(weights))   # [rc, r, rows]: J_{x,r,i,j}, transposed
             E += G.to(acc).to(torch.float64).square().sum(0).T
     return E
 
-EDGE_MODES = ('auto', 'forward', 'reverse')
+EDGE_MODES = ('auto', 'forward', 'reverse', 'factors')
 
 def edge_mode(mode: str, r_in: int, n_rows: int, n_pos_in: int, n_pos_out: int, n_sources: int | None, causal: bool,
               positionwise: bool = False) -> str:
     "The path of the squared edges: `forward` (one pass per input LIB direction), `positionwise` (one per output row), `prefix` or `reverse` (one per output row and position or source)."
     if mode not in EDGE_MODES: raise ValueError(f'mode: unknown edge mode {mode!r}; use one of {list(EDGE_MODES)}')
+    if mode == 'factors': mode = 'auto'                  # where a section has no factors (`squared_edges_batch` checks)
     same = n_pos_in > 1 and n_pos_out == n_pos_in
     prefix = causal and not n_sources and same           # output t pulled back through <= t
     reverse = (n_sources or n_pos_out) * n_rows * ((n_pos_in + 1) / (2 * n_pos_in) if prefix else 1)   # passes
@@ -240,7 +229,7 @@ def squared_edges_batch(F: Callable,                          # section F_l
                         out_range: tuple[int, int] | None = None,  # rows [start, end) of the output LIB dims
                         accumulator_dtype: torch.dtype | None = None,  # dtype of J; None: the run dtype
                         mem_budget: int = 2**28, max_chunk: int | None = None,
-                        mode: str = 'auto'                     # 'forward', 'reverse' or 'auto' (fewer passes)
+                        mode: str = 'auto'                     # 'forward', 'reverse', 'factors' (LN → MLP) or 'auto' (cheapest)
                        ) -> Float[Tensor, "rows rib_in"]:
     "Σ over the batch, output positions (or sources) of `J²` (eq. 20–23), float64 and not yet normalised."
     check_acts(acts)
@@ -256,10 +245,13 @@ def squared_edges_batch(F: Callable,                          # section F_l
     lo, hi = out_range or (0, I)
     acc = accumulator_dtype or acts.dtype
     path = edge_mode(mode, r, hi - lo, P, T, n_sources, getattr(F, 'causal', False), getattr(F, 'positionwise', False))
-    if mode == 'auto' and getattr(F, 'mlp_factors', None) is not None:    # LN → MLP: per-token factors
-        xs = [(f_hat * a) @ C_pinv if C_pinv is not None else f_hat * a for a in alphas]
-        fac = [F.mlp_factors(x) for x in xs]
-        if fac[0] is not None:
+    if mode in ('auto', 'factors'):                                        # LN → MLP: per-token factors where they pay
+        mf = getattr(F, 'mlp_factors', None)
+        xs = [(f_hat * a) @ C_pinv if C_pinv is not None else f_hat * a for a in alphas] if mf is not None else []
+        fac = [mf(x) for x in xs] if mf is not None else [None]
+        if fac[0] is None and mode == 'factors':
+            raise ValueError("mode: 'factors' needs a section that is exactly a LayerNorm, an MLP and the residual add; use 'auto'")
+        if fac[0] is not None and (mode == 'factors' or mlp_factor_edges(r, hi - lo, fac[0].d, P, n_sources)):
             return _mlp_squared_edges(fac, f_hat, C_pinv, C_next, weights, _edge_signs(n_sources, B, T, generator, f_hat, acc),
                                       out_range, acc, mem_budget)
     if path == 'positionwise':
@@ -328,7 +320,7 @@ def edges(F: Callable, batches,                            # section F_l and bat
           accumulator_dtype: str | torch.dtype | None = None,  # J accumulator; 'float32' = compat (A1)
           in_node_layer: str = '', out_node_layer: str = '',
           mem_budget: int = 2**28, max_chunk: int | None = None,
-          mode: str = 'auto'                                # squared edges: 'forward', 'reverse' or 'auto'
+          mode: str = 'auto'                                # squared edges: 'forward', 'reverse', 'factors' or 'auto'
          ) -> Edges:
     "The edge block `E_hat [rib_out, rib_in]` of one pair of node layers (eq. 21, 23 or 24), normalised by `N·P_l`."
     check_edge_formula(formula, rule, n_sources)

@@ -18,7 +18,8 @@ from torch.func import jvp, vjp, vmap
 # %% auto #0
 __all__ = ['GEMM_TABLE_BYTES', 'MLP_FUSE_MIN', 'MLP_FUSE_BYTES', 'section_shape', 'section_jacobian', 'section_jacobian_fn',
            'M_dash_from_jacobian', 'squared_edges_from_jacobian', 'section_pullback', 'section_pushforward',
-           'batched_vjp', 'batched_jvp', 'lib_coordinates', 'MLPFactors', 'mlp_block_factors', 'section_chain']
+           'batched_vjp', 'batched_jvp', 'lib_coordinates', 'MLPFactors', 'mlp_block_factors', 'MLPLibFactors',
+           'mlp_lib_factors', 'mlp_token_jacobians', 'section_chain']
 
 # %% ../nbs/01a_jacobians.ipynb #ec3d952c
 def _dact(act: Callable, h: Tensor) -> Tensor:
@@ -659,7 +660,7 @@ def lib_coordinates(F: Callable, C_in_pinv: Tensor | None, C_next: Tensor | None
     return H
 
 
-# %% ../nbs/01a_jacobians.ipynb #11866f33
+# %% ../nbs/01a_jacobians.ipynb #3ba52ca1
 class MLPFactors(NamedTuple):
     "Per-token factors of a position-wise `LN → MLP → + bypass` section at `x` (see `mlp_block_factors`)."
     ln_cols: slice            # the input columns the LayerNorm reads (`d` of them, then the folded constant if any)
@@ -688,6 +689,43 @@ def mlp_block_factors(model: SequentialTransformer, l: int,
                       2 * s_ln.coef[..., 0] / ln.d, s_ln.xc, s_act.dact, getattr(m_in, m_in.names[0]),
                       getattr(m_out, m_out.names[0]))
 
+
+class MLPLibFactors(NamedTuple):
+    "`mlp_block_factors`' token-independent matrices in LIB coordinates: `Ĵ_t = R + [(1/σ_t) Q + c0 w0ᵀ + κ_t (Crd x_c)(x_cᵀ W_d)] diag(act'_t) B`."
+    Q: Tensor                 # C⁺ E_ln Π W_in [r_in, h]
+    Crd: Tensor               # C⁺ E_ln on the LN's d columns [r_in, d]
+    c0: Tensor                # C⁺ on the folded constant [r_in, 0 or 1]
+    w0: Tensor                # W_in's constant row [0 or 1, h]
+    W_d: Tensor               # W_in's first d rows [d, h]
+    B: Tensor                 # W_out C^{l+1} [h, rows]
+    R: Tensor                 # C⁺ E_b C^{l+1} [r_in, rows]: the bypass
+
+def mlp_lib_factors(f: MLPFactors, C_pinv: Tensor | None, C_next: Tensor | None, like: Tensor) -> MLPLibFactors:
+    "The shared matrices of `f` between LIB coordinates `ẑ C⁺` (None: the node layer's own) and `y C_next` (None: identity)."
+    w_in = max(f.ln_cols.stop, f.bypass_cols.stop)
+    Cp = C_pinv if C_pinv is not None else torch.eye(w_in, dtype=like.dtype, device=like.device)
+    Cn = C_next if C_next is not None else torch.eye(f.W_out.shape[1], dtype=like.dtype, device=like.device)
+    Cr, d = Cp[:, f.ln_cols], f.d
+    Crd = Cr[:, :d]
+    return MLPLibFactors((Crd - Crd.mean(1, keepdim=True)) @ f.W_in[:d], Crd, Cr[:, d:], f.W_in[d:], f.W_in[:d],
+                         f.W_out @ Cn, Cp[:, f.bypass_cols] @ Cn)
+
+def mlp_token_jacobians(fac: list[MLPFactors], weights: list[float],  # the factors at each integration point, its weights
+                        lf: MLPLibFactors, x: int, t0: int, t1: int    # shared matrices; sample x, tokens t0..t1-1
+                       ) -> Float[Tensor, "tok r_in rows"]:
+    "`Σ_k w_k Ĵ_t`, the per-token Jacobians `∂ŷ_t/∂ẑ_t` of sample `x`'s tokens `t0 … t1−1`: one `[r_in, h] × [h, rows]` product each."
+    J = None
+    for f, w in zip(fac, weights):
+        A = f.dact[x, t0:t1]                                                   # [tok, h]
+        X = lf.Q * (A * f.inv_sig[x, t0:t1, None])[:, None]                   # (1/σ_t) C⁺ΠW_in diag(act'_t)
+        if lf.c0.numel(): X += lf.c0 * (A * lf.w0)[:, None]                   # the folded constant
+        al = (f.xc[x, t0:t1] @ lf.Crd.T) * f.kappa[x, t0:t1, None]            # κ_t C⁺ x_c
+        X.baddbmm_(al[:, :, None], (f.xc[x, t0:t1] @ lf.W_d * A)[:, None])    # + κ_t (C⁺x_c)(x_cᵀ W_in) diag(act'_t)
+        Jk = torch.matmul(X, lf.B).add_(lf.R)
+        J = Jk.mul_(w) if J is None else J.add_(Jk, alpha=w)
+    return J
+
+# %% ../nbs/01a_jacobians.ipynb #11866f33
 def section_chain(model: SectionedModel, l: int, upto: int) -> Callable[[Tensor], Tensor]:
     "Sections l..upto-1 composed: node layer l -> node layer upto; one section carries its exact `F.jacobian` when known, transformers `F.pullback`."
     def F(x):
