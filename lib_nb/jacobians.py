@@ -18,8 +18,8 @@ from torch.func import jvp, vjp, vmap
 # %% auto #0
 __all__ = ['GEMM_TABLE_BYTES', 'MLP_FUSE_MIN', 'MLP_FUSE_BYTES', 'section_shape', 'section_jacobian', 'section_jacobian_fn',
            'M_dash_from_jacobian', 'squared_edges_from_jacobian', 'section_pullback', 'section_pushforward',
-           'batched_vjp', 'batched_jvp', 'lib_coordinates', 'MLPFactors', 'mlp_block_factors', 'MLPLibFactors',
-           'mlp_lib_factors', 'mlp_token_jacobians', 'section_chain']
+           'batched_vjp', 'batched_jvp', 'lib_coordinates', 'section_chain', 'MLPFactors', 'mlp_block_factors',
+           'MLPLibFactors', 'mlp_lib_factors', 'mlp_token_jacobians']
 
 # %% ../nbs/01a_jacobians.ipynb #ec3d952c
 def _dact(act: Callable, h: Tensor) -> Tensor:
@@ -660,6 +660,21 @@ def lib_coordinates(F: Callable, C_in_pinv: Tensor | None, C_next: Tensor | None
     return H
 
 
+# %% ../nbs/01a_jacobians.ipynb #11866f33
+def section_chain(model: SectionedModel, l: int, upto: int) -> Callable[[Tensor], Tensor]:
+    "Sections l..upto-1 composed: node layer l -> node layer upto; one section carries its exact `F.jacobian` when known, transformers `F.pullback`."
+    def F(x):
+        for k in range(l, upto): x = model.section(k, x)
+        return x
+    F.causal = isinstance(model, SequentialTransformer)        # output position t reads input positions <= t only
+    F.positionwise = F.causal and all(module_type(m) != 'attn_out'      # no attention: output t reads input t only
+                                      for k in range(l, upto) for m in model._section_ids[f'section_{k}'])
+    F.jacobian = section_jacobian_fn(model, l) if upto == l + 1 else None   # None: the generic vjp paths
+    F.pullback = (lambda x, **kw: section_pullback(model, l, upto, x, **kw)) if F.causal else None   # exact batched pull-backs
+    F.pushforward = (lambda x: section_pushforward(model, l, upto, x)) if F.causal else None   # and tangents
+    F.mlp_factors = ((lambda x: mlp_block_factors(model, l, x)) if F.positionwise and upto == l + 1 else None)   # LN → MLP blocks
+    return F
+
 # %% ../nbs/01a_jacobians.ipynb #3ba52ca1
 class MLPFactors(NamedTuple):
     "Per-token factors of a position-wise `LN → MLP → + bypass` section at `x` (see `mlp_block_factors`)."
@@ -724,18 +739,3 @@ def mlp_token_jacobians(fac: list[MLPFactors], weights: list[float],  # the fact
         Jk = torch.matmul(X, lf.B).add_(lf.R)
         J = Jk.mul_(w) if J is None else J.add_(Jk, alpha=w)
     return J
-
-# %% ../nbs/01a_jacobians.ipynb #11866f33
-def section_chain(model: SectionedModel, l: int, upto: int) -> Callable[[Tensor], Tensor]:
-    "Sections l..upto-1 composed: node layer l -> node layer upto; one section carries its exact `F.jacobian` when known, transformers `F.pullback`."
-    def F(x):
-        for k in range(l, upto): x = model.section(k, x)
-        return x
-    F.causal = isinstance(model, SequentialTransformer)        # output position t reads input positions <= t only
-    F.positionwise = F.causal and all(module_type(m) != 'attn_out'      # no attention: output t reads input t only
-                                      for k in range(l, upto) for m in model._section_ids[f'section_{k}'])
-    F.jacobian = section_jacobian_fn(model, l) if upto == l + 1 else None   # None: the generic vjp paths
-    F.pullback = (lambda x, **kw: section_pullback(model, l, upto, x, **kw)) if F.causal else None   # exact batched pull-backs
-    F.pushforward = (lambda x: section_pushforward(model, l, upto, x)) if F.causal else None   # and tangents
-    F.mlp_factors = ((lambda x: mlp_block_factors(model, l, x)) if F.positionwise and upto == l + 1 else None)   # LN → MLP blocks
-    return F
