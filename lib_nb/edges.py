@@ -189,15 +189,17 @@ def _mlp_squared_edges(fac: list, f_hat: Tensor, C_pinv: Tensor | None, C_next: 
     R = S.shape[0]
     rc = max(1, min(R, mem_budget // max(1, 4 * r * h * el)))          # sources per block of [r, h] products
     for x in range(B):
+        per_k = []                                                     # per integration point: act', κ_t C⁺x_c, right factors
+        for f in fac:
+            A = f.dact[x]                                              # [P, h]
+            right = torch.cat([A * lf.w0 if lf.w0.numel() else A[:0], (f.xc[x] @ lf.W_d) * A], 0)
+            per_k.append((A, f.inv_sig[x][:, None], (f.xc[x] @ lf.Crd.T) * f.kappa[x][:, None], right))
         for r0 in range(0, R, rc):
             U = S[r0:r0 + rc, x, :, None] * f_hat[x]                   # [rc, P, r]: φ_{x,r,t} f̂_{x,t}
             inner = None
-            for f, w in zip(fac, weights):
-                A = f.dact[x]                                          # [P, h]
-                al = (f.xc[x] @ lf.Crd.T) * f.kappa[x][:, None]         # κ_t C⁺ x_c: [P, r]
-                X = lf.Q * ((U * f.inv_sig[x][:, None]).mT @ A)          # Σ_t φ f̂ (1/σ_t) C⁺ΠW_in ⊙ act'_t
+            for (A, inv_sig, al, right), w in zip(per_k, weights):
+                X = lf.Q * ((U * inv_sig).mT @ A)                      # Σ_t φ f̂ (1/σ_t) C⁺ΠW_in ⊙ act'_t
                 left = torch.cat([U * lf.c0.T[None] if lf.c0.numel() else U[:, :0], U * al], 1)   # the rank-one terms
-                right = torch.cat([A * lf.w0 if lf.w0.numel() else A[:0], (f.xc[x] @ lf.W_d) * A], 0)
                 X.baddbmm_(left.mT, right.expand(len(U), -1, -1))       # one GEMM over (constant, κ) × positions
                 inner = X.mul_(w) if inner is None else inner.add_(X, alpha=w)
             G = (inner @ lf.B).add_(U.sum(1)[:, :, None] * lf.R, alpha=sum(weights))   # [rc, r, rows]: J_{x,r,i,j}, transposed
