@@ -157,10 +157,8 @@ def jacobian_flops(model,                  # the folded SectionedModel of the bu
             yh = H(zf)
             rows = (Re or T) * yh.shape[2]
             mode = edge_mode('auto', r, yh.shape[2], P, T, Re, sec.causal, sec.positionwise)   # what lib_nb.edges runs
-            cf, fac = counted(sec.mlp_factors, f[:1]) if sec.mlp_factors is not None else (0, None)
-            if fac is not None and not mlp_factor_edges(r, yh.shape[2], fac.d, P, Re):   # the one-sample probe of the factors
-                out['edges'] += (cf + (2 * P * r * d if Cp is not None else 0)) * n_samples / B
-            if fac is not None and mlp_factor_edges(r, yh.shape[2], fac.d, P, Re):   # LN → MLP: per-token factors
+            mf = sec.mlp_factors
+            if mf is not None and mlp_factor_edges(r, yh.shape[2], mf.ln_width, P, Re):   # LN → MLP: per-token factors
                 on = lambda t: None if t is None else t.to(f.device, f.dtype)
                 run = lambda n: count_flops(squared_edges_batch, sec, f[:n], on(C), on(Cp), Cn, [1.0], [1.0], n_sources=Re,
                                             generator=seeded_generator(0) if Re else None)

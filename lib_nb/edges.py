@@ -249,12 +249,11 @@ def squared_edges_batch(F: Callable,                          # section F_l
     path = edge_mode(mode, r, hi - lo, P, T, n_sources, getattr(F, 'causal', False), getattr(F, 'positionwise', False))
     if mode in ('auto', 'factors'):                                        # LN → MLP: per-token factors where they pay
         mf = getattr(F, 'mlp_factors', None)
-        x_of = lambda a, n=B: (f_hat[:n] * a) @ C_pinv if C_pinv is not None else f_hat[:n] * a   # node layer l at α f̂
-        probe = mf(x_of(alphas[0], 1)) if mf is not None else None        # one sample: the shape, and the LN's width
-        if probe is None and mode == 'factors':
+        if mf is None and mode == 'factors':
             raise ValueError("mode: 'factors' needs a section that is exactly a LayerNorm, an MLP and the residual add; use 'auto'")
-        if probe is not None and (mode == 'factors' or mlp_factor_edges(r, hi - lo, probe.d, P, n_sources)):
-            return _mlp_squared_edges([mf(x_of(a)) for a in alphas], f_hat, C_pinv, C_next, weights,
+        if mf is not None and (mode == 'factors' or mlp_factor_edges(r, hi - lo, mf.ln_width, P, n_sources)):
+            xs = [(f_hat * a) @ C_pinv if C_pinv is not None else f_hat * a for a in alphas]   # node layer l at α f̂
+            return _mlp_squared_edges([mf(x) for x in xs], f_hat, C_pinv, C_next, weights,
                                       _edge_signs(n_sources, B, T, generator, f_hat, acc), out_range, acc, mem_budget)
     if path == 'positionwise':
         return _positionwise_squared_edges(H, f_hat, alphas, weights, T, I, n_sources, generator, out_range, acc,

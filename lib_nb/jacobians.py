@@ -18,8 +18,8 @@ from torch.func import jvp, vjp, vmap
 # %% auto #0
 __all__ = ['GEMM_TABLE_BYTES', 'MLP_FUSE_MIN', 'MLP_FUSE_BYTES', 'section_shape', 'section_jacobian', 'section_jacobian_fn',
            'M_dash_from_jacobian', 'squared_edges_from_jacobian', 'section_pullback', 'section_pushforward',
-           'batched_vjp', 'batched_jvp', 'lib_coordinates', 'section_chain', 'MLPFactors', 'mlp_block_factors',
-           'MLPLibFactors', 'mlp_lib_factors', 'mlp_token_jacobians']
+           'batched_vjp', 'batched_jvp', 'lib_coordinates', 'MLPFactors', 'mlp_block_ln', 'mlp_block_factors',
+           'MLPLibFactors', 'mlp_lib_factors', 'mlp_token_jacobians', 'section_chain']
 
 # %% ../nbs/01a_jacobians.ipynb #ec3d952c
 def _dact(act: Callable, h: Tensor) -> Tensor:
@@ -660,21 +660,6 @@ def lib_coordinates(F: Callable, C_in_pinv: Tensor | None, C_next: Tensor | None
     return H
 
 
-# %% ../nbs/01a_jacobians.ipynb #11866f33
-def section_chain(model: SectionedModel, l: int, upto: int) -> Callable[[Tensor], Tensor]:
-    "Sections l..upto-1 composed: node layer l -> node layer upto; one section carries its exact `F.jacobian` when known, transformers `F.pullback`."
-    def F(x):
-        for k in range(l, upto): x = model.section(k, x)
-        return x
-    F.causal = isinstance(model, SequentialTransformer)        # output position t reads input positions <= t only
-    F.positionwise = F.causal and all(module_type(m) != 'attn_out'      # no attention: output t reads input t only
-                                      for k in range(l, upto) for m in model._section_ids[f'section_{k}'])
-    F.jacobian = section_jacobian_fn(model, l) if upto == l + 1 else None   # None: the generic vjp paths
-    F.pullback = (lambda x, **kw: section_pullback(model, l, upto, x, **kw)) if F.causal else None   # exact batched pull-backs
-    F.pushforward = (lambda x: section_pushforward(model, l, upto, x)) if F.causal else None   # and tangents
-    F.mlp_factors = ((lambda x: mlp_block_factors(model, l, x)) if F.positionwise and upto == l + 1 else None)   # LN → MLP blocks
-    return F
-
 # %% ../nbs/01a_jacobians.ipynb #3ba52ca1
 class MLPFactors(NamedTuple):
     "Per-token factors of a position-wise `LN → MLP → + bypass` section at `x` (see `mlp_block_factors`)."
@@ -688,17 +673,24 @@ class MLPFactors(NamedTuple):
     W_in: Tensor              # [d (+1), h]
     W_out: Tensor             # [h, d_out]
 
+def mlp_block_ln(model: SequentialTransformer, l: int) -> LNOut | None:
+    "Section `l`'s LayerNorm when the section is exactly LN, MLP and the residual add, with no position cut (read from its modules); else None."
+    mods = model.sections[f'section_{l}']
+    lp = model.last_pos_module_type
+    if ([type(m) for m in mods] != [LNVar, LNOut, Linear, Act, Linear, Add]
+            or any(lp is not None and module_type(i) == lp for i in model._section_ids[f'section_{l}'])): return None
+    ln, add = mods[1], mods[5]
+    return None if not ln.has_ln or add.keep_resid or ln.final else ln
+
 def mlp_block_factors(model: SequentialTransformer, l: int,
                       x: Float[Tensor, "batch pos d"]    # node layer l
                      ) -> MLPFactors | None:
-    "Section `l`'s per-token Jacobian as factors, `∂y_t/∂x_t = E_b + E_ln L_t W_in diag(act'_t) W_out`, `L_t = Π/σ_t + κ_t x_c x_cᵀ` on the LN's `d` (the folded constant passes); None unless the section is exactly LN, MLP and the residual add."
-    y, tape, _ = _section_tape(model, l, l + 1, x)
-    kinds = [type(e[0]) for e in tape]
-    if kinds != [LNVar, LNOut, Linear, Act, Linear, Add] or any(e[4] for e in tape): return None
-    (var_m, _, _, _, _), (ln, _, _, s_ln, _), (m_in, *_), (_, _, _, s_act, _), (m_out, *_), (add, *_) = tape
-    if not ln.has_ln or add.keep_resid or ln.final: return None
-    w = model.tuple_widths(l)
-    off = [0] + list(itertools.accumulate(w))
+    "Section `l`'s per-token Jacobian as factors, `∂y_t/∂x_t = E_b + E_ln L_t W_in diag(act'_t) W_out`, `L_t = Π/σ_t + κ_t x_c x_cᵀ` on the LN's `d` (the folded constant passes); None unless `mlp_block_ln` finds the shape."
+    ln = mlp_block_ln(model, l)
+    if ln is None: return None
+    _, tape, _ = _section_tape(model, l, l + 1, x)
+    (var_m, *_), (_, _, _, s_ln, _), (m_in, *_), (_, _, _, s_act, _), (m_out, *_), _ = tape
+    off = [0] + list(itertools.accumulate(model.tuple_widths(l)))
     ri, bi = (1, 0) if var_m.parallel else (0, 0)                      # parallel: (a, r), LN on r, a added; else (r,)
     return MLPFactors(slice(off[ri], off[ri + 1]), slice(off[bi], off[bi + 1]), ln.d, s_ln.inv_sig[..., 0],
                       2 * s_ln.coef[..., 0] / ln.d, s_ln.xc, s_act.dact, getattr(m_in, m_in.names[0]),
@@ -739,3 +731,20 @@ def mlp_token_jacobians(fac: list[MLPFactors], weights: list[float],  # the fact
         Jk = torch.matmul(X, lf.B).add_(lf.R)
         J = Jk.mul_(w) if J is None else J.add_(Jk, alpha=w)
     return J
+
+# %% ../nbs/01a_jacobians.ipynb #11866f33
+def section_chain(model: SectionedModel, l: int, upto: int) -> Callable[[Tensor], Tensor]:
+    "Sections l..upto-1 composed: node layer l -> node layer upto; one section carries its exact `F.jacobian` when known, transformers `F.pullback`."
+    def F(x):
+        for k in range(l, upto): x = model.section(k, x)
+        return x
+    F.causal = isinstance(model, SequentialTransformer)        # output position t reads input positions <= t only
+    F.positionwise = F.causal and all(module_type(m) != 'attn_out'      # no attention: output t reads input t only
+                                      for k in range(l, upto) for m in model._section_ids[f'section_{k}'])
+    F.jacobian = section_jacobian_fn(model, l) if upto == l + 1 else None   # None: the generic vjp paths
+    F.pullback = (lambda x, **kw: section_pullback(model, l, upto, x, **kw)) if F.causal else None   # exact batched pull-backs
+    F.pushforward = (lambda x: section_pushforward(model, l, upto, x)) if F.causal else None   # and tangents
+    ln = mlp_block_ln(model, l) if F.positionwise and upto == l + 1 else None   # LN → MLP blocks: per-token factors
+    F.mlp_factors = (lambda x: mlp_block_factors(model, l, x)) if ln is not None else None
+    if ln is not None: F.mlp_factors.ln_width = ln.d                    # what `lib_nb.edges` weighs before building them
+    return F
