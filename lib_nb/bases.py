@@ -18,13 +18,13 @@ from .jacobians import M_dash_from_jacobian, batched_vjp, lib_coordinates, MLP_F
 from .dist import chunk_budget, chunk_map, chunk_workers
 
 # %% auto #0
-__all__ = ['INTEGRATION_RULES', 'BASIS_FORMULAS', 'MLP_FUSE_SOURCES', 'integration_points', 'as_batches', 'check_acts',
-           'gram_sum', 'MeanAccumulator', 'gram_shift', 'GramAccumulator', 'dataset_mean', 'dataset_gram', 'eig_desc',
-           'eig_masked', 'move_constant_first', 'centering_matrix', 'PCABasis', 'pca_basis', 'plain_acts', 'n_sources',
-           'rademacher', 'source_cotangents', 'pullback_bytes', 'chunk_size', 'mlp_fusion', 'jacobian_M_dash_batch',
-           'row_cotangents', 'basis_mode', 'integrated_M_dash_batch', 'is_ln_var_layer', 'check_basis_formula',
-           'M_dash', 'InteractionRotation', 'interaction_rotation', 'svd_rotation', 'neuron_rotation',
-           'absent_rotation', 'layer_basis']
+__all__ = ['INTEGRATION_RULES', 'BASIS_FORMULAS', 'MLP_FUSE_SOURCES', 'SOURCES_PER_CHUNK', 'integration_points', 'as_batches',
+           'check_acts', 'gram_sum', 'MeanAccumulator', 'gram_shift', 'GramAccumulator', 'dataset_mean', 'dataset_gram',
+           'eig_desc', 'eig_masked', 'move_constant_first', 'centering_matrix', 'PCABasis', 'pca_basis', 'plain_acts',
+           'n_sources', 'rademacher', 'source_cotangents', 'pullback_bytes', 'chunk_size', 'mlp_fusion', 'sample_block',
+           'jacobian_M_dash_batch', 'row_cotangents', 'basis_mode', 'integrated_M_dash_batch', 'is_ln_var_layer',
+           'check_basis_formula', 'M_dash', 'InteractionRotation', 'interaction_rotation', 'svd_rotation',
+           'neuron_rotation', 'absent_rotation', 'layer_basis']
 
 # %% ../nbs/04_bases.ipynb #b51d0f3a
 INTEGRATION_RULES = ('gradient', 'trapezoidal', 'gauss-legendre')
@@ -287,6 +287,20 @@ def mlp_fusion(n_dirs: int,           # sources this batch pulls back
     return (n_dirs >= MLP_FUSE_SOURCES and (cap is None or cap >= MLP_FUSE_MIN)
             and MLP_FUSE_MIN * per <= 4 * chunk_budget(mem_budget, workers, device))
 
+SOURCES_PER_CHUNK = 16   # cotangents a reverse chunk should hold; below it the batch is cut into blocks of samples
+# (measured, one thread, the n100 shape's last section: per sample and source 9.0 ms as 25 samples x 8 sources,
+# 5.6-6.0 ms as 1-5 samples x 25-64 sources: the per-head and per-token products grow with the sources)
+
+def sample_block(B: int,          # samples in the batch
+                 n_dirs: int,     # sources to pull back
+                 per: int,        # bytes of one sample's pull-back of one cotangent (`pullback_bytes(1, …)`)
+                 budget: int      # bytes for one chunk (`chunk_budget`)
+                ) -> int:
+    "Samples per block of the reverse path: the whole batch when one chunk of it holds `SOURCES_PER_CHUNK` cotangents (or all), else the most samples that do, at least one."
+    want = min(n_dirs, SOURCES_PER_CHUNK)
+    if budget // max(1, B * per) >= want: return B
+    return int(max(1, min(B, budget // max(1, want * per))))
+
 @torch.no_grad()        # torch.func.vjp differentiates inside; parameters that require grad record no graph
 def jacobian_M_dash_batch(F: Callable,                    # section F_l: [batch, P_l, d_l] -> [batch, P_{l+1}, d_{l+1}]
                           acts: Float[Tensor, "batch pos d"],  # one batch of node layer l
@@ -305,7 +319,7 @@ def jacobian_M_dash_batch(F: Callable,                    # section F_l: [batch,
     acts = plain_acts(acts); Fh = _rotated(F, C_next)
     B, P, d = acts.shape
     w = chunk_workers(acts.device, exact=getattr(Fh, 'pullback', None) is not None)
-    cap, fuse = max_chunk and -(-max_chunk // w), {}
+    cap, fuse, b, el = max_chunk and -(-max_chunk // w), {}, B, acts.element_size()
     if P > 1 and (getattr(F, 'causal', False) or getattr(F, 'positionwise', False)):
         _, T, I = Fh(acts[:1]).shape                            # one-sample probe of the output shape
         path = basis_mode(P, T, I, n_sources_pos, n_sources_hidden, dir_range, getattr(F, 'causal', False),
@@ -319,22 +333,30 @@ def jacobian_M_dash_batch(F: Callable,                    # section F_l: [batch,
             return _causal_M_dash(Fh, acts, alphas, weights, I, n_sources_hidden, generator, dir_range,
                                   mem_budget, max_chunk)
         lo, hi = dir_range or (0, n_sources(T, I, n_sources_pos, n_sources_hidden))
-        if mlp_fusion(hi - lo, pullback_bytes(B, P, d, T, I, len(alphas), acts.element_size()), cap, mem_budget, w,
-                      acts.device): fuse = dict(fuse_mlps=MLP_FUSE_BYTES)
-    fns = []
-    for a in alphas:
-        out, fn = batched_vjp(Fh, acts * a, **fuse)            # exact batched pull-backs, or vmap of vjp
-        fns.append(fn)
+        per = pullback_bytes(1, P, d, T, I, len(alphas), el)   # one sample, one cotangent
+        b = sample_block(B, hi - lo, per, chunk_budget(mem_budget, w, acts.device))
+        if mlp_fusion(hi - lo, b * per, cap, mem_budget, w, acts.device):   # the blocks share the matrices' bytes
+            fuse = dict(fuse_mlps=MLP_FUSE_BYTES // -(-B // b))
+    blocks, fns = [(x0, min(B, x0 + b)) for x0 in range(0, B, b)], []
+    for x0, x1 in blocks:                                       # exact batched pull-backs, or vmap of vjp, per block
+        fb = []
+        for a in alphas:
+            out, fn = batched_vjp(Fh, acts[x0:x1] * a, **fuse)
+            fb.append(fn)
+        fns.append(fb)
     _, T, I = out.shape
     n = n_sources(T, I, n_sources_pos, n_sources_hidden)
     lo, hi = dir_range or (0, n)
-    c = chunk_size(hi - lo, pullback_bytes(B, P, d, T, I, len(alphas), acts.element_size()),
-                   chunk_budget(mem_budget, w, acts.device), cap)
-    if getattr(fns[0], 'fused', 0): c = max(c, min(MLP_FUSE_MIN, hi - lo))   # MLPs as per-token matrices: chunks of ≥ 8
-    cots = (source_cotangents(list(range(s, min(s + c, hi))), B, T, I, n_sources_pos, n_sources_hidden,
-                              generator, acts.dtype, acts.device) for s in range(lo, hi, c))   # drawn in order
+    c = chunk_size(hi - lo, pullback_bytes(b, P, d, T, I, len(alphas), el), chunk_budget(mem_budget, w, acts.device),
+                   cap and cap * B // b)                        # a cap on whole-batch chunks holds as many pairs
+    if getattr(fns[0][0], 'fused', 0): c = max(c, min(MLP_FUSE_MIN, hi - lo))   # MLPs as per-token matrices: chunks of ≥ 8
+    def chunks():                                               # sources drawn in order for the whole batch, then cut
+        for s in range(lo, hi, c):
+            cot = source_cotangents(list(range(s, min(s + c, hi))), B, T, I, n_sources_pos, n_sources_hidden,
+                                    generator, acts.dtype, acts.device)
+            for (x0, x1), fb in zip(blocks, fns): yield fb, (cot if b == B else cot[:, x0:x1])
     M = torch.zeros(d, d, dtype=torch.float64, device=acts.device)
-    for part in chunk_map(lambda cot: _pullback_gram(fns, weights, cot, d), cots, w): M += part
+    for part in chunk_map(lambda fc: _pullback_gram(fc[0], weights, fc[1], d), chunks(), w): M += part
     return M
 
 def _weighted_pullback(fns: list, weights: list[float], cot: Tensor) -> Tensor:

@@ -14,8 +14,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .core import LibConfigError, seeded_generator
 from .jacobians import section_chain, batched_vjp, batched_jvp, lib_coordinates, MLP_FUSE_BYTES, MLP_FUSE_MIN
-from .bases import basis_mode, mlp_fusion, pullback_bytes
-from .dist import chunk_workers
+from .bases import basis_mode, mlp_fusion, pullback_bytes, sample_block
+from .dist import chunk_budget, chunk_workers
 from .edges import edge_mode, mlp_factor_edges, squared_edges_batch
 
 # %% auto #0
@@ -138,13 +138,15 @@ def jacobian_flops(model,                  # the folded SectionedModel of the bu
         probe = count_flops(Fh, f[:1]) if P > 1 and (sec.causal or sec.positionwise) else 0   # the output shape's probe
         n_src = (Rp or T) * (Rh or I)
         bmode = basis_mode(P, T, I, Rp, Rh, None, sec.causal, sec.positionwise)
+        w, per1 = chunk_workers(f.device), pullback_bytes(1, P, d, T, I, 1, f.element_size())   # the reverse path's blocks
+        blk = sample_block(B, n_src, per1, chunk_budget(2**28, w, f.device)) if sec.causal else B
         if bmode == 'positionwise':                                                            # I pull-backs, Σ JᵀSJ
             per_batch = fwd + probe + I * pull + 2 * B * P * (I * I * d + I * d * d) + (2 * n_src * B * P * I * I if Rh else 0)
-        elif bmode == 'reverse' and sec.causal and mlp_fusion(n_src, pullback_bytes(B, P, d, T, I, 1, f.element_size()), None,
-                                                              2**28, chunk_workers(f.device), f.device):   # MLP matrices
-            fwd, (_, fnf) = counted(batched_vjp, Fh, f, fuse_mlps=MLP_FUSE_BYTES)   # the forward pass and the matrices
-            cot = torch.zeros(MLP_FUSE_MIN, *y.shape, dtype=y.dtype, device=y.device); cot[:, :, 0, 0] = 1
-            per_batch = fwd + probe + n_src * (count_flops(fnf, cot) / MLP_FUSE_MIN + 2 * B * P * d * d)
+        elif bmode == 'reverse' and sec.causal and mlp_fusion(n_src, blk * per1, None, 2**28, w, f.device):   # MLP matrices
+            nblk = -(-B // blk)                                                                # per block of samples
+            fwd, (_, fnf) = counted(batched_vjp, Fh, f[:blk], fuse_mlps=MLP_FUSE_BYTES // nblk)   # its forward pass and matrices
+            cot = torch.zeros(MLP_FUSE_MIN, blk, T, I, dtype=y.dtype, device=y.device); cot[:, :, 0, 0] = 1
+            per_batch = (fwd + n_src * count_flops(fnf, cot) / MLP_FUSE_MIN) * B / blk + probe + n_src * 2 * B * P * d * d
         else:                                                                                  # pull-backs + gᵀg
             prefix = (P + 1) / (2 * P) if bmode == 'prefix' else 1     # through t+1 positions: about half, on average
             per_batch = fwd + probe + n_src * (pull + 2 * B * P * d * d) * prefix

@@ -363,12 +363,35 @@ def _rotation_delta(g: Tensor, rotary_dim: int, base: float, transpose: bool = F
     a, b = g[..., :n], g[..., n:rotary_dim]                        # R: (a, b) -> (a c − b s, b c + a s)
     return torch.cat([a * (cos - 1) + sgn * b * sin, b * (cos - 1) - sgn * a * sin], -1)
 
+def _unrotate_(g: Tensor, rotary_dim: int, base: float) -> None:
+    "`g ← Rᵀg` in place on the first `rotary_dim` dims of `g [..., pos, head, d_head]`, `R` the GPT-NeoX rotation per position."
+    n = rotary_dim // 2
+    sin, cos = rotary_sin_cos(g.shape[-3], rotary_dim, base, g)
+    a, b = g[..., :n], g[..., n:rotary_dim]
+    a0 = a.clone()
+    a.mul_(cos).addcmul_(b, sin)                                          # Rᵀ: (a, b) -> (a c + b s, b c − a s)
+    b.mul_(cos).addcmul_(a0, sin, value=-1)
+
 class _Saved:
     "What one module's pull-back needs from its forward pass."
     def __init__(self, **kw): self.__dict__.update(kw)
 
-def _forward_saving(m, mid: str, parts: tuple) -> tuple[tuple, _Saved]:
-    "Run module `m` on `parts`, keeping what `_pull_back` needs."
+def _attn_query_factors(A: Tensor, v: Tensor, ks: Tensor, max_bytes: int = 2**26) -> tuple[Tensor, Tensor]:
+    "`z = A v` and `G[t] = Σ_s A[t,s] (v_s − z_t) k_sᵀ / scale` per head `[B, H, T, d_v, e]`: the query cotangent is `q̄_t = z̄_t G[t]`."
+    B, H, T, P = A.shape
+    e, dv = ks.shape[-1], v.shape[-1]
+    z = A @ v
+    G = (z[..., :, None] * (A @ ks)[..., None, :]).neg_()
+    k = max(1, max_bytes // (H * P * dv * e * v.element_size()))       # samples per block of the v kᵀ products
+    for b0 in range(0, B, k):
+        VK = (v[b0:b0 + k, :, :, :, None] * ks[b0:b0 + k, :, :, None, :]).flatten(-2)   # [b, H, P, d_v·e]
+        G[b0:b0 + k] += (A[b0:b0 + k] @ VK).view(-1, H, T, dv, e)
+    return z, G
+
+def _forward_saving(m, mid: str, parts: tuple,
+                    pull: bool = False     # for pull-backs (else push-forwards): what `_pull_back` needs, not `_push_forward`
+                   ) -> tuple[tuple, _Saved]:
+    "Run module `m` on `parts`, keeping what `_pull_back` (or `_push_forward`) needs."
     t = module_type(mid)
     if isinstance(m, AttnOut):
         q, k, v, r = parts
@@ -381,9 +404,12 @@ def _forward_saving(m, mid: str, parts: tuple) -> tuple[tuple, _Saved]:
         if m.window is not None: keep = keep & (ki > qi - m.window)
         A = torch.where(keep, scores, torch.tensor(float('-inf'), dtype=scores.dtype, device=q.device)).softmax(-1)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)       # [B, H, P, e]
-        return m(*parts), _Saved(A=A, q=q, k=k, v=v, qs=q / m.scale, ks=k / m.scale)
+        s = _Saved(A=A, q=q, k=k, v=v, qs=q / m.scale, ks=k / m.scale)
+        if pull: s.z, s.G = _attn_query_factors(A, v, s.ks)
+        return m(*parts), s
     if isinstance(m, Act): return m(*parts), _Saved(dact=_dact(m.act, parts[0]))
-    if isinstance(m, AttnIn) and m.rotary_dim is not None: return m(*parts), _Saved(W=_rotated_qkv(m, parts[0].shape[-2]))
+    if isinstance(m, AttnIn) and m.rotary_dim is not None and not pull:
+        return m(*parts), _Saved(W=_rotated_qkv(m, parts[0].shape[-2]))
     if isinstance(m, (LNVar, LNOut)) and m.has_ln:
         r = parts[1] if isinstance(m, LNOut) or m.parallel else parts[0]
         if isinstance(m, LNOut):                                          # 1/σ and ∂(1/σ)/∂var, once per tape
@@ -471,11 +497,9 @@ def _pull_back(m, mid: str, parts: tuple, s: _Saved | None, cots: tuple) -> tupl
         flat = lambda W: W.permute(1, 0, 2).flatten(1)                       # [H, D, e] -> [D, H·e]
         rows = lambda g: g.reshape(-1, g.shape[-1])
         buf = _qkv_buffer(gq, gk, gv)
-        if buf is not None and m.rotary_dim is not None:                     # q̄ k̄ v̄ side by side: one GEMM per position
-            n, B, P, K = buf.shape
-            gx = torch.bmm(buf.view(n * B, P, K).transpose(0, 1), s.W)          # [P, n·B, D]
-            return (gx.transpose(0, 1).reshape(n, B, P, D), gr)
-        if buf is not None:                                                  # q̄ k̄ v̄ side by side: one GEMM
+        if buf is not None and (m.rotary_dim is None or getattr(buf, '_lib_own', False)):   # side by side: one GEMM
+            if m.rotary_dim is not None:                                     # the rotations' transposes first, in place
+                for g in (gq, gk): _unrotate_(g.unflatten(-1, (H, -1)), m.rotary_dim, m.rotary_base)
             W = torch.cat([flat(m.W_Q), flat(m.W_K), flat(m.W_V)], 1)        # [D, H·(e_q + e_k + e_v)]
             return ((rows(buf) @ W.T).view(*gv.shape[:-1], D), gr)
         gx = rows(gv) @ flat(m.W_V).T
@@ -486,22 +510,22 @@ def _pull_back(m, mid: str, parts: tuple, s: _Saved | None, cots: tuple) -> tupl
                 dlt = _rotation_delta(g.unflatten(-1, (H, -1)), rd, m.rotary_base, transpose=True)
                 gx.addmm_(rows(dlt.flatten(-2)), W[:, :, :rd].permute(1, 0, 2).flatten(1).T)
         return (gx.view(*gv.shape[:-1], D), gr)
-    if isinstance(m, AttnOut):                                            # rows (t, n) per (b, h): every product one GEMM
+    if isinstance(m, AttnOut):                                            # per (b, h), the n cotangents inside each GEMM
         gy, gr = cots
         n, B, T, _ = gy.shape
         H, A = m.n_heads, s.A                                                 # [B, H, T, P]
         P, e, dv = A.shape[-1], s.q.shape[-1], s.v.shape[-1]
         gz = (gy.reshape(-1, gy.shape[-1]) @ m.W_O.flatten(0, 1).T).view(n, B, T, H, dv)
-        gz = gz.permute(1, 3, 2, 0, 4).contiguous()                           # [B, H, T, n, dv]
+        gz = gz.permute(1, 3, 2, 0, 4).contiguous()                           # z̄ [B, H, T, n, dv]
         gvv = A.mT @ gz.view(B, H, T, n * dv)                                 # v̄[s] = Σ_t A[t, s] z̄[t]: [B, H, P, n·dv]
         gS = (gz.view(B, H, T * n, dv) @ s.v.mT).view(B, H, T, n, P)          # Ā = z̄ vᵀ
-        A1 = A[:, :, :, None]
-        gS.mul_(A1)                                                           # softmax: A ⊙ (Ā − Σ_s A Ā), in place
-        gS.addcmul_(A1, gS.sum(-1, keepdim=True), value=-1)
-        q_ = (gS.view(B, H, T * n, P) @ s.ks).view(B, H, T, n, e)             # q̄[t] = Σ_s S̄[t, s] k[s]
-        k_ = (gS.view(B, H, T, n * P).mT @ s.qs).view(B, H, n, P, e)          # k̄[s] = Σ_t S̄[t, s] q[t]
-        parts = [q_.permute(3, 0, 2, 1, 4), k_.permute(2, 0, 3, 1, 4), gvv.view(B, H, P, n, dv).permute(3, 0, 2, 1, 4)]
+        gS.sub_((gz * s.z[:, :, :, None]).sum(-1, keepdim=True))             # softmax: S̄ = A ⊙ (Ā − z̄·z), as Σ_s A[t,s] v_s = z_t
+        gS.mul_(A[:, :, :, None])
+        q_ = gz @ s.G                                                         # q̄[t] = Σ_s S̄[t, s] k[s] = z̄[t] G[t]: [B, H, T, n, e]
+        k_ = (s.qs.mT @ gS.view(B, H, T, n * P)).view(B, H, e, n, P)          # k̄[s] = Σ_t S̄[t, s] q[t]
+        parts = [q_.permute(3, 0, 2, 1, 4), k_.permute(3, 0, 4, 1, 2), gvv.view(B, H, P, n, dv).permute(3, 0, 2, 1, 4)]
         buf = gy.new_empty(n, B, P, H * (2 * e + dv))                         # q̄ k̄ v̄ side by side: AttnIn's one GEMM
+        buf._lib_own = True                                                   # ours: AttnIn may rotate it in place
         outs = torch.split(buf, [H * e, H * e, H * dv], -1)                   # [n, B, P, H·e] each
         for o, g in zip(outs, parts): o.unflatten(-1, (H, -1)).copy_(g)
         return (*outs, gr)
@@ -580,14 +604,15 @@ def _push_forward(m, mid: str, parts: tuple, s: _Saved | None, tans: tuple) -> t
     if isinstance(m, Act): return (tans[0] * s.dact, tans[1])
     raise NotImplementedError(f'no push-forward for module {mid!r} ({type(m).__name__})')
 
-def _section_tape(model: SequentialTransformer, l: int, upto: int, x: Tensor) -> tuple[Tensor, list, list[int]]:
+def _section_tape(model: SequentialTransformer, l: int, upto: int, x: Tensor,
+                  pull: bool = False) -> tuple[Tensor, list, list[int]]:
     "Run sections l..upto-1 on `x`, keeping each module, its input parts and what its derivative needs; the output's part widths."
     ids = [i for k in range(l, upto) for i in model._section_ids[f'section_{k}']]
     mods = [m for k in range(l, upto) for m in model.sections[f'section_{k}']]
     lp = model.last_pos_module_type
     parts, tape = tuple(torch.split(x, model.tuple_widths(l), dim=-1)), []
     for mid, m in zip(ids, mods):
-        out, s = _forward_saving(m, mid, parts)
+        out, s = _forward_saving(m, mid, parts, pull)
         cut = lp is not None and module_type(mid) == lp                   # last_pos_module_type: keep the last position
         tape.append((m, mid, parts, s, cut))
         parts = tuple(p[..., -1:, :] for p in out) if cut else out
@@ -598,7 +623,7 @@ def section_pullback(model: SequentialTransformer, l: int, upto: int,   # sectio
                      fuse_mlps: int = 0      # bytes of per-token MLP matrices to build for chunks of ≥ MLP_FUSE_MIN cotangents
                     ) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
     "`(F(x), pull)`: `pull(φ [n, batch, pos_out, d_out]) = [n, batch, pos, d]`, the `n` pull-backs `φ·∂F/∂x` at once, exact."
-    y, tape, widths = _section_tape(model, l, upto, x)
+    y, tape, widths = _section_tape(model, l, upto, x, pull=True)
     fused, n_fused = _mlp_fused(tape, fuse_mlps) if fuse_mlps else (tape, 0)
     def pull(phi: Tensor) -> Tensor:
         cots = tuple(torch.split(phi.to(x.dtype), widths, dim=-1))
