@@ -17,8 +17,8 @@ from .jacobians import squared_edges_from_jacobian, batched_vjp, batched_jvp, li
 from .dist import chunk_budget, chunk_map, chunk_workers
 
 # %% auto #0
-__all__ = ['EDGE_FORMULAS', 'EDGE_MODES', 'Edges', 'check_edge_formula', 'mlp_factor_edges', 'edge_mode', 'squared_edges_batch',
-           'functional_edges_batch', 'edges']
+__all__ = ['EDGE_FORMULAS', 'TANGENTS_MIN', 'EDGE_MODES', 'Edges', 'check_edge_formula', 'mlp_factor_edges', 'edge_mode',
+           'squared_edges_batch', 'functional_edges_batch', 'edges']
 
 # %% ../nbs/05_edges.ipynb #0c20ff19
 EDGE_FORMULAS = ('squared', 'functional')
@@ -107,6 +107,8 @@ def _edge_rows(fns: list, weights: list[float], cot: Tensor, f_hat: Tensor, acc:
     "Eq. 20–21 for one chunk of output rows: `Σ_x (Σ_k w_k Σ_s f̂ ⊙ pull-back_k(cot))²`, float64 `[c, rib_in]`."
     return _weighted_J(fns, weights, cot, f_hat, acc).to(torch.float64).square().sum(1)
 
+TANGENTS_MIN = 8    # tangents per forward chunk before its block of samples shrinks further (measured: 8 beat 4 and 16)
+
 def _forward_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float], weights: list[float], T: int, I: int,
                            n_sources: int | None, generator, out_range: tuple[int, int] | None, acc: torch.dtype,
                            mem_budget: int, max_chunk: int | None) -> Tensor:
@@ -119,7 +121,7 @@ def _forward_squared_edges(H: Callable, f_hat: Tensor, alphas: list[float], weig
     nw = chunk_workers(f_hat.device, exact=getattr(H, 'pushforward', None) is not None)
     budget = chunk_budget(mem_budget, nw, f_hat.device)
     c = chunk_size(r, B * per_sample, budget, max_chunk and -(-max_chunk // nw))
-    if c < min(4, r) and not max_chunk: c = min(4, r)      # each chunk re-runs the primal: fewer samples, not < 4 tangents
+    if c < min(TANGENTS_MIN, r) and not max_chunk: c = min(TANGENTS_MIN, r)   # fewer samples per block, not fewer tangents
     b = max(1, min(B, budget // (c * per_sample)))
     def chunks():                                        # (samples from b0, pushes there, input directions), in order
         for b0 in range(0, B, b):

@@ -363,14 +363,14 @@ def _rotation_delta(g: Tensor, rotary_dim: int, base: float, transpose: bool = F
     a, b = g[..., :n], g[..., n:rotary_dim]                        # R: (a, b) -> (a c − b s, b c + a s)
     return torch.cat([a * (cos - 1) + sgn * b * sin, b * (cos - 1) - sgn * a * sin], -1)
 
-def _unrotate_(g: Tensor, rotary_dim: int, base: float) -> None:
-    "`g ← Rᵀg` in place on the first `rotary_dim` dims of `g [..., pos, head, d_head]`, `R` the GPT-NeoX rotation per position."
-    n = rotary_dim // 2
+def _rotate_(g: Tensor, rotary_dim: int, base: float, transpose: bool = False) -> None:
+    "`g ← Rg` (or `Rᵀg`) in place on the first `rotary_dim` dims of `g [..., pos, head, d_head]`, `R` the GPT-NeoX rotation per position."
+    n, sgn = rotary_dim // 2, (1 if transpose else -1)
     sin, cos = rotary_sin_cos(g.shape[-3], rotary_dim, base, g)
     a, b = g[..., :n], g[..., n:rotary_dim]
     a0 = a.clone()
-    a.mul_(cos).addcmul_(b, sin)                                          # Rᵀ: (a, b) -> (a c + b s, b c − a s)
-    b.mul_(cos).addcmul_(a0, sin, value=-1)
+    a.mul_(cos).addcmul_(b, sin, value=sgn)                               # R: (a, b) -> (a c − b s, b c + a s)
+    b.mul_(cos).addcmul_(a0, sin, value=-sgn)
 
 class _Saved:
     "What one module's pull-back needs from its forward pass."
@@ -408,8 +408,6 @@ def _forward_saving(m, mid: str, parts: tuple,
         if pull: s.z, s.G = _attn_query_factors(A, v, s.ks)
         return m(*parts), s
     if isinstance(m, Act): return m(*parts), _Saved(dact=_dact(m.act, parts[0]))
-    if isinstance(m, AttnIn) and m.rotary_dim is not None and not pull:
-        return m(*parts), _Saved(W=_rotated_qkv(m, parts[0].shape[-2]))
     if isinstance(m, (LNVar, LNOut)) and m.has_ln:
         r = parts[1] if isinstance(m, LNOut) or m.parallel else parts[0]
         if isinstance(m, LNOut):                                          # 1/σ and ∂(1/σ)/∂var, once per tape
@@ -417,15 +415,6 @@ def _forward_saving(m, mid: str, parts: tuple,
             return m(*parts), _Saved(xc=_ln_xc(r, m.d), inv_sig=1 / sig, coef=(var >= 0) / (-2 * sig ** 3))
         return m(*parts), _Saved(xc=_ln_xc(r, m.d))
     return m(*parts), None
-
-def _rotated_qkv(m: AttnIn, P: int) -> Tensor:
-    "`W [P, H·(e_q + e_k + e_v), D]`: `x̄[p] = [q̄ k̄ v̄][p] W[p]`, position p's rotation folded into `W_Q` and `W_K`."
-    D = m.W_Q.shape[1]
-    def rot(W):                                                     # [H, D, e] -> [P, D, H·e]: x ↦ rotate_p(x W)
-        Wd = W.permute(1, 0, 2)[:, None].expand(D, P, *W.shape[::2])
-        return rotary_rotate(Wd, m.rotary_dim, m.rotary_base).transpose(0, 1).flatten(-2)
-    V = m.W_V.permute(1, 0, 2).flatten(1)[None].expand(P, D, -1)
-    return torch.cat([rot(m.W_Q), rot(m.W_K), V], -1).mT.contiguous()
 
 def _qkv_buffer(gq: Tensor, gk: Tensor, gv: Tensor) -> Tensor | None:
     "The contiguous `[n, batch, pos, wq + wk + wv]` tensor whose consecutive column blocks `gq, gk, gv` are (as `AttnOut`'s pull-back leaves them), else None."
@@ -499,7 +488,7 @@ def _pull_back(m, mid: str, parts: tuple, s: _Saved | None, cots: tuple) -> tupl
         buf = _qkv_buffer(gq, gk, gv)
         if buf is not None and (m.rotary_dim is None or getattr(buf, '_lib_own', False)):   # side by side: one GEMM
             if m.rotary_dim is not None:                                     # the rotations' transposes first, in place
-                for g in (gq, gk): _unrotate_(g.unflatten(-1, (H, -1)), m.rotary_dim, m.rotary_base)
+                for g in (gq, gk): _rotate_(g.unflatten(-1, (H, -1)), m.rotary_dim, m.rotary_base, transpose=True)
             W = torch.cat([flat(m.W_Q), flat(m.W_K), flat(m.W_V)], 1)        # [D, H·(e_q + e_k + e_v)]
             return ((rows(buf) @ W.T).view(*gv.shape[:-1], D), gr)
         gx = rows(gv) @ flat(m.W_V).T
@@ -559,12 +548,6 @@ def _push_forward(m, mid: str, parts: tuple, s: _Saved | None, tans: tuple) -> t
         if m.folded: ty = torch.cat([ty, tr[..., d:d + 1]], -1)
         if m.parallel: return (ty, tans[2])
         return (ty,) if m.final else (ty, tr)
-    if isinstance(m, AttnIn) and s is not None:                           # rotary: one GEMM per position, its rotation folded in
-        tx, tr = tans
-        n, B, P, D = tx.shape
-        g = torch.bmm(tx.reshape(n * B, P, D).transpose(0, 1), s.W.mT).transpose(0, 1).reshape(n, B, P, -1)
-        nq, nk = m.W_Q.shape[0] * m.W_Q.shape[2], m.W_K.shape[0] * m.W_K.shape[2]
-        return (g[..., :nq], g[..., nq:nq + nk], g[..., nq + nk:], tr)
     if isinstance(m, AttnIn):                                             # one GEMM for q, k, v; the rotation on its few dims
         tx, tr = tans
         H = m.W_Q.shape[0]
@@ -573,13 +556,8 @@ def _push_forward(m, mid: str, parts: tuple, s: _Saved | None, tans: tuple) -> t
         g = tx @ W
         nq = m.W_Q.shape[0] * m.W_Q.shape[2]
         tq, tk, tv = g[..., :nq], g[..., nq:2 * nq], g[..., 2 * nq:]
-        if m.rotary_dim is not None:
-            rd, out = m.rotary_dim, []
-            for t in (tq, tk):
-                t = t.unflatten(-1, (H, -1)).clone()
-                t[..., :rd] += _rotation_delta(t, rd, m.rotary_base)
-                out.append(t.flatten(-2))
-            tq, tk = out
+        if m.rotary_dim is not None:                                          # in place on the GEMM's own output
+            for t in (tq, tk): _rotate_(t.unflatten(-1, (H, -1)), m.rotary_dim, m.rotary_base)
         return (tq, tk, tv, tr)
     if isinstance(m, AttnOut):                                            # rows (t, n) per (b, h): every product one GEMM
         tq, tk, tv, tr = tans
