@@ -18,13 +18,13 @@ from .jacobians import M_dash_from_jacobian, batched_vjp, lib_coordinates, MLP_F
 from .dist import chunk_budget, chunk_map, chunk_workers
 
 # %% auto #0
-__all__ = ['INTEGRATION_RULES', 'BASIS_FORMULAS', 'MLP_FUSE_SOURCES', 'SOURCES_PER_CHUNK', 'integration_points', 'as_batches',
-           'check_acts', 'gram_sum', 'MeanAccumulator', 'gram_shift', 'GramAccumulator', 'dataset_mean', 'dataset_gram',
-           'eig_desc', 'eig_masked', 'move_constant_first', 'centering_matrix', 'PCABasis', 'pca_basis', 'plain_acts',
-           'n_sources', 'rademacher', 'source_cotangents', 'pullback_bytes', 'chunk_size', 'mlp_fusion', 'sample_block',
-           'jacobian_M_dash_batch', 'row_cotangents', 'basis_mode', 'integrated_M_dash_batch', 'is_ln_var_layer',
-           'check_basis_formula', 'M_dash', 'InteractionRotation', 'interaction_rotation', 'svd_rotation',
-           'neuron_rotation', 'absent_rotation', 'layer_basis']
+__all__ = ['INTEGRATION_RULES', 'BASIS_FORMULAS', 'MLP_FUSE_SOURCES', 'SOURCES_PER_CHUNK', 'SOURCES_MIN', 'integration_points',
+           'as_batches', 'check_acts', 'gram_sum', 'MeanAccumulator', 'gram_shift', 'GramAccumulator', 'dataset_mean',
+           'dataset_gram', 'eig_desc', 'eig_masked', 'move_constant_first', 'centering_matrix', 'PCABasis', 'pca_basis',
+           'plain_acts', 'n_sources', 'rademacher', 'source_cotangents', 'pullback_bytes', 'chunk_size', 'mlp_fusion',
+           'sample_block', 'jacobian_M_dash_batch', 'row_cotangents', 'basis_mode', 'integrated_M_dash_batch',
+           'is_ln_var_layer', 'check_basis_formula', 'M_dash', 'InteractionRotation', 'interaction_rotation',
+           'svd_rotation', 'neuron_rotation', 'absent_rotation', 'layer_basis']
 
 # %% ../nbs/04_bases.ipynb #b51d0f3a
 INTEGRATION_RULES = ('gradient', 'trapezoidal', 'gauss-legendre')
@@ -290,15 +290,16 @@ def mlp_fusion(n_dirs: int,           # sources this batch pulls back
 SOURCES_PER_CHUNK = 16   # cotangents a reverse chunk should hold; below it the batch is cut into blocks of samples
 # (measured, one thread, the n100 shape's last section: per sample and source 9.0 ms as 25 samples x 8 sources,
 # 5.6-6.0 ms as 1-5 samples x 25-64 sources: the per-head and per-token products grow with the sources)
+SOURCES_MIN = 4          # below this many sources per one-sample chunk (GPT-2-small: one) blocks would only shrink the GEMMs
 
 def sample_block(B: int,          # samples in the batch
                  n_dirs: int,     # sources to pull back
                  per: int,        # bytes of one sample's pull-back of one cotangent (`pullback_bytes(1, …)`)
                  budget: int      # bytes for one chunk (`chunk_budget`)
                 ) -> int:
-    "Samples per block of the reverse path: the whole batch when one chunk of it holds `SOURCES_PER_CHUNK` cotangents (or all), else the most samples that do, at least one."
+    "Samples per block of the reverse path: the whole batch when one chunk of it holds `SOURCES_PER_CHUNK` cotangents (or all) or when one sample's chunk would hold fewer than `SOURCES_MIN`; else the most samples whose chunks hold `SOURCES_PER_CHUNK`, at least one."
     want = min(n_dirs, SOURCES_PER_CHUNK)
-    if budget // max(1, B * per) >= want: return B
+    if budget // max(1, B * per) >= want or budget // max(1, per) < min(n_dirs, SOURCES_MIN): return B
     return int(max(1, min(B, budget // max(1, want * per))))
 
 @torch.no_grad()        # torch.func.vjp differentiates inside; parameters that require grad record no graph
