@@ -16,10 +16,10 @@ from .models import (SectionedModel, rotary_sin_cos, rotary_rotate, SequentialTr
 from torch.func import jvp, vjp, vmap
 
 # %% auto #0
-__all__ = ['GEMM_TABLE_BYTES', 'MLP_FUSE_MIN', 'MLP_FUSE_BYTES', 'section_shape', 'section_jacobian', 'section_jacobian_fn',
-           'M_dash_from_jacobian', 'squared_edges_from_jacobian', 'section_pullback', 'section_pushforward',
-           'batched_vjp', 'batched_jvp', 'lib_coordinates', 'MLPFactors', 'mlp_block_ln', 'mlp_block_factors',
-           'MLPLibFactors', 'mlp_lib_factors', 'mlp_token_jacobians', 'section_chain']
+__all__ = ['GEMM_TABLE_BYTES', 'ATTN_G_BYTES', 'MLP_FUSE_MIN', 'MLP_FUSE_BYTES', 'section_shape', 'section_jacobian',
+           'section_jacobian_fn', 'M_dash_from_jacobian', 'squared_edges_from_jacobian', 'section_pullback',
+           'section_pushforward', 'batched_vjp', 'batched_jvp', 'lib_coordinates', 'MLPFactors', 'mlp_block_ln',
+           'mlp_block_factors', 'MLPLibFactors', 'mlp_lib_factors', 'mlp_token_jacobians', 'section_chain']
 
 # %% ../nbs/01a_jacobians.ipynb #ec3d952c
 def _dact(act: Callable, h: Tensor) -> Tensor:
@@ -376,6 +376,8 @@ class _Saved:
     "What one module's pull-back needs from its forward pass."
     def __init__(self, **kw): self.__dict__.update(kw)
 
+ATTN_G_BYTES = 2**30   # at most this many bytes of G per attention layer and tape (T·d_v·d_head per head and sample); beyond, q̄ = S̄k
+
 def _attn_query_factors(A: Tensor, v: Tensor, ks: Tensor, max_bytes: int = 2**26) -> tuple[Tensor, Tensor]:
     "`z = A v` and `G[t] = Σ_s A[t,s] (v_s − z_t) k_sᵀ / scale` per head `[B, H, T, d_v, e]`: the query cotangent is `q̄_t = z̄_t G[t]`."
     B, H, T, P = A.shape
@@ -405,7 +407,8 @@ def _forward_saving(m, mid: str, parts: tuple,
         A = torch.where(keep, scores, torch.tensor(float('-inf'), dtype=scores.dtype, device=q.device)).softmax(-1)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)       # [B, H, P, e]
         s = _Saved(A=A, q=q, k=k, v=v, qs=q / m.scale, ks=k / m.scale)
-        if pull: s.z, s.G = _attn_query_factors(A, v, s.ks)
+        G_bytes = A.shape[0] * H * P * v.shape[-1] * k.shape[-1] * v.element_size()
+        s.z, s.G = _attn_query_factors(A, v, s.ks) if pull and G_bytes <= ATTN_G_BYTES else (None, None)
         return m(*parts), s
     if isinstance(m, Act): return m(*parts), _Saved(dact=_dact(m.act, parts[0]))
     if isinstance(m, (LNVar, LNOut)) and m.has_ln:
@@ -508,9 +511,13 @@ def _pull_back(m, mid: str, parts: tuple, s: _Saved | None, cots: tuple) -> tupl
         gz = gz.permute(1, 3, 2, 0, 4).contiguous()                           # z̄ [B, H, T, n, dv]
         gvv = A.mT @ gz.view(B, H, T, n * dv)                                 # v̄[s] = Σ_t A[t, s] z̄[t]: [B, H, P, n·dv]
         gS = (gz.view(B, H, T * n, dv) @ s.v.mT).view(B, H, T, n, P)          # Ā = z̄ vᵀ
-        gS.sub_((gz * s.z[:, :, :, None]).sum(-1, keepdim=True))             # softmax: S̄ = A ⊙ (Ā − z̄·z), as Σ_s A[t,s] v_s = z_t
-        gS.mul_(A[:, :, :, None])
-        q_ = gz @ s.G                                                         # q̄[t] = Σ_s S̄[t, s] k[s] = z̄[t] G[t]: [B, H, T, n, e]
+        if s.G is not None:                                                   # softmax: S̄ = A ⊙ (Ā − z̄·z), as Σ_s A[t,s] v_s = z_t
+            gS.sub_((gz * s.z[:, :, :, None]).sum(-1, keepdim=True)).mul_(A[:, :, :, None])
+            q_ = gz @ s.G                                                     # q̄[t] = Σ_s S̄[t, s] k[s] = z̄[t] G[t]: [B, H, T, n, e]
+        else:                                                                 # G too large: the row sums and q̄ = S̄ k
+            A1 = A[:, :, :, None]
+            gS.mul_(A1).addcmul_(A1, gS.sum(-1, keepdim=True), value=-1)
+            q_ = (gS.view(B, H, T * n, P) @ s.ks).view(B, H, T, n, e)
         k_ = (s.qs.mT @ gS.view(B, H, T, n * P)).view(B, H, e, n, P)          # k̄[s] = Σ_t S̄[t, s] q[t]
         parts = [q_.permute(3, 0, 2, 1, 4), k_.permute(3, 0, 4, 1, 2), gvv.view(B, H, P, n, dv).permute(3, 0, 2, 1, 4)]
         buf = gy.new_empty(n, B, P, H * (2 * e + dv))                         # q̄ k̄ v̄ side by side: AttnIn's one GEMM
