@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from .core import Float
-from .models import (SectionedModel, rotary_sin_cos, rotary_rotate, SequentialTransformer, MLP, Layer, module_type, compute_dtype,
+from .models import (SectionedModel, rotary_sin_cos, SequentialTransformer, MLP, Layer, module_type, compute_dtype,
     LNVar, LNOut, AttnIn, AttnOut, Add, Linear, Act)
 from torch.func import jvp, vjp, vmap
 
