@@ -356,13 +356,6 @@ def _ln_xc(r: Tensor, d: int) -> Tensor:
     x = r[..., :d]
     return x - x.mean(-1, keepdim=True)
 
-def _rotation_delta(g: Tensor, rotary_dim: int, base: float, transpose: bool = False) -> Tensor:
-    "`Rg − g` (or `Rᵀg − g`) on the first `rotary_dim` dims of `g [n, batch, pos, head, d_head]`, `R` the GPT-NeoX rotation per position."
-    n, sgn = rotary_dim // 2, (1 if transpose else -1)
-    sin, cos = rotary_sin_cos(g.shape[-3], rotary_dim, base, g)
-    a, b = g[..., :n], g[..., n:rotary_dim]                        # R: (a, b) -> (a c − b s, b c + a s)
-    return torch.cat([a * (cos - 1) + sgn * b * sin, b * (cos - 1) - sgn * a * sin], -1)
-
 def _rotate_(g: Tensor, rotary_dim: int, base: float, transpose: bool = False) -> None:
     "`g ← Rg` (or `Rᵀg`) in place on the first `rotary_dim` dims of `g [..., pos, head, d_head]`, `R` the GPT-NeoX rotation per position."
     n, sgn = rotary_dim // 2, (1 if transpose else -1)
@@ -494,13 +487,11 @@ def _pull_back(m, mid: str, parts: tuple, s: _Saved | None, cots: tuple) -> tupl
                 for g in (gq, gk): _rotate_(g.unflatten(-1, (H, -1)), m.rotary_dim, m.rotary_base, transpose=True)
             W = torch.cat([flat(m.W_Q), flat(m.W_K), flat(m.W_V)], 1)        # [D, H·(e_q + e_k + e_v)]
             return ((rows(buf) @ W.T).view(*gv.shape[:-1], D), gr)
+        if m.rotary_dim is not None:                                           # the rotations' transposes, on copies
+            gq, gk = gq.clone(), gk.clone()
+            for g in (gq, gk): _rotate_(g.unflatten(-1, (H, -1)), m.rotary_dim, m.rotary_base, transpose=True)
         gx = rows(gv) @ flat(m.W_V).T
         gx.addmm_(rows(gq), flat(m.W_Q).T).addmm_(rows(gk), flat(m.W_K).T)
-        if m.rotary_dim is not None:                                           # the rotation's transpose on its few dims
-            rd = m.rotary_dim
-            for g, W in ((gq, m.W_Q), (gk, m.W_K)):
-                dlt = _rotation_delta(g.unflatten(-1, (H, -1)), rd, m.rotary_base, transpose=True)
-                gx.addmm_(rows(dlt.flatten(-2)), W[:, :, :rd].permute(1, 0, 2).flatten(1).T)
         return (gx.view(*gv.shape[:-1], D), gr)
     if isinstance(m, AttnOut):                                            # per (b, h), the n cotangents inside each GEMM
         gy, gr = cots
