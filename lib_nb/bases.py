@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.func import vjp, vmap
 
 from .core import Float, LibConfigError
-from .jacobians import M_dash_from_jacobian, batched_vjp, lib_coordinates, MLP_FUSE_BYTES, MLP_FUSE_MIN
+from .jacobians import M_dash_from_jacobian, batched_vjp, lib_coordinates, MLP_FUSE_BYTES, MLP_FUSE_MIN, ATTN_G_BYTES
 from .dist import chunk_budget, chunk_map, chunk_workers
 
 # %% auto #0
@@ -336,8 +336,9 @@ def jacobian_M_dash_batch(F: Callable,                    # section F_l: [batch,
         lo, hi = dir_range or (0, n_sources(T, I, n_sources_pos, n_sources_hidden))
         per = pullback_bytes(1, P, d, T, I, len(alphas), el)   # one sample, one cotangent
         b = sample_block(B, hi - lo, per, chunk_budget(mem_budget, w, acts.device))
-        if mlp_fusion(hi - lo, b * per, cap, mem_budget, w, acts.device):   # the blocks share the matrices' bytes
-            fuse = dict(fuse_mlps=MLP_FUSE_BYTES // -(-B // b))
+        fuse = dict(attn_g=ATTN_G_BYTES // -(-B // b))                  # the blocks share the attention Gs' bytes
+        if mlp_fusion(hi - lo, b * per, cap, mem_budget, w, acts.device):   # and the MLP matrices'
+            fuse['fuse_mlps'] = MLP_FUSE_BYTES // -(-B // b)
     blocks, fns = [(x0, min(B, x0 + b)) for x0 in range(0, B, b)], []
     for x0, x1 in blocks:                                       # exact batched pull-backs, or vmap of vjp, per block
         fb = []

@@ -369,7 +369,7 @@ class _Saved:
     "What one module's pull-back needs from its forward pass."
     def __init__(self, **kw): self.__dict__.update(kw)
 
-ATTN_G_BYTES = 2**30   # at most this many bytes of G per attention layer and tape (T·d_v·d_head per head and sample); beyond, q̄ = S̄k
+ATTN_G_BYTES = 2**30   # at most this many bytes of G per pull-back tape, over its attention layers (T·d_v·d_head per head and sample); beyond, q̄ = S̄k
 
 def _attn_query_factors(A: Tensor, v: Tensor, ks: Tensor, max_bytes: int = 2**26) -> tuple[Tensor, Tensor]:
     "`z = A v` and `G[t] = Σ_s A[t,s] (v_s − z_t) k_sᵀ / scale` per head `[B, H, T, d_v, e]`: the query cotangent is `q̄_t = z̄_t G[t]`."
@@ -384,7 +384,8 @@ def _attn_query_factors(A: Tensor, v: Tensor, ks: Tensor, max_bytes: int = 2**26
     return z, G
 
 def _forward_saving(m, mid: str, parts: tuple,
-                    pull: bool = False     # for pull-backs (else push-forwards): what `_pull_back` needs, not `_push_forward`
+                    pull: bool = False,    # for pull-backs (else push-forwards): what `_pull_back` needs, not `_push_forward`
+                    g_bytes: int = 0       # bytes an attention layer's G may take (pull-backs only); beyond, none
                    ) -> tuple[tuple, _Saved]:
     "Run module `m` on `parts`, keeping what `_pull_back` (or `_push_forward`) needs."
     t = module_type(mid)
@@ -401,7 +402,7 @@ def _forward_saving(m, mid: str, parts: tuple,
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)       # [B, H, P, e]
         s = _Saved(A=A, q=q, k=k, v=v, qs=q / m.scale, ks=k / m.scale)
         G_bytes = A.shape[0] * H * P * v.shape[-1] * k.shape[-1] * v.element_size()
-        s.z, s.G = _attn_query_factors(A, v, s.ks) if pull and G_bytes <= ATTN_G_BYTES else (None, None)
+        s.z, s.G = _attn_query_factors(A, v, s.ks) if pull and G_bytes <= g_bytes else (None, None)
         return m(*parts), s
     if isinstance(m, Act): return m(*parts), _Saved(dact=_dact(m.act, parts[0]))
     if isinstance(m, (LNVar, LNOut)) and m.has_ln:
@@ -581,14 +582,17 @@ def _push_forward(m, mid: str, parts: tuple, s: _Saved | None, tans: tuple) -> t
     raise NotImplementedError(f'no push-forward for module {mid!r} ({type(m).__name__})')
 
 def _section_tape(model: SequentialTransformer, l: int, upto: int, x: Tensor,
-                  pull: bool = False) -> tuple[Tensor, list, list[int]]:
+                  pull: bool = False,
+                  attn_g: int = 0        # bytes of attention `G`s the tape may keep, over all its layers (pull-backs only)
+                 ) -> tuple[Tensor, list, list[int]]:
     "Run sections l..upto-1 on `x`, keeping each module, its input parts and what its derivative needs; the output's part widths."
     ids = [i for k in range(l, upto) for i in model._section_ids[f'section_{k}']]
     mods = [m for k in range(l, upto) for m in model.sections[f'section_{k}']]
     lp = model.last_pos_module_type
     parts, tape = tuple(torch.split(x, model.tuple_widths(l), dim=-1)), []
     for mid, m in zip(ids, mods):
-        out, s = _forward_saving(m, mid, parts, pull)
+        out, s = _forward_saving(m, mid, parts, pull, attn_g)
+        if getattr(s, 'G', None) is not None: attn_g -= s.G.numel() * s.G.element_size()
         cut = lp is not None and module_type(mid) == lp                   # last_pos_module_type: keep the last position
         tape.append((m, mid, parts, s, cut))
         parts = tuple(p[..., -1:, :] for p in out) if cut else out
@@ -596,10 +600,11 @@ def _section_tape(model: SequentialTransformer, l: int, upto: int, x: Tensor,
 
 def section_pullback(model: SequentialTransformer, l: int, upto: int,   # sections l..upto-1
                      x: Float[Tensor, "batch pos d"],                    # node layer l
-                     fuse_mlps: int = 0      # bytes of per-token MLP matrices to build for chunks of ≥ MLP_FUSE_MIN cotangents
+                     fuse_mlps: int = 0,     # bytes of per-token MLP matrices to build for chunks of ≥ MLP_FUSE_MIN cotangents
+                     attn_g: int | None = None   # bytes of attention `G`s to keep, over the layers (None: ATTN_G_BYTES)
                     ) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
     "`(F(x), pull)`: `pull(φ [n, batch, pos_out, d_out]) = [n, batch, pos, d]`, the `n` pull-backs `φ·∂F/∂x` at once, exact."
-    y, tape, widths = _section_tape(model, l, upto, x, pull=True)
+    y, tape, widths = _section_tape(model, l, upto, x, pull=True, attn_g=ATTN_G_BYTES if attn_g is None else attn_g)
     fused, n_fused = _mlp_fused(tape, fuse_mlps) if fuse_mlps else (tape, 0)
     def pull(phi: Tensor) -> Tensor:
         cots = tuple(torch.split(phi.to(x.dtype), widths, dim=-1))
