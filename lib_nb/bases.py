@@ -289,7 +289,8 @@ def mlp_fusion(n_dirs: int,           # sources this batch pulls back
 
 SOURCES_PER_CHUNK = 16   # cotangents a reverse chunk should hold; below it the batch is cut into blocks of samples
 # (measured, one thread, the n100 shape's last section: per sample and source 9.0 ms as 25 samples x 8 sources,
-# 5.6-6.0 ms as 1-5 samples x 25-64 sources: the per-head and per-token products grow with the sources)
+# 5.6-6.0 ms as 1-5 samples x 25-64 sources, before the attention pull-back of 2376c05; after it, 5.2-6.3 ms as
+# 1 sample x 15 sources, and 7-8 sources per chunk were slower: see benchmarks/RESULTS.md, 2026-12-07 evening)
 SOURCES_MIN = 4          # below this many sources per one-sample chunk (GPT-2-small: one) blocks would only shrink the GEMMs
 
 def sample_block(B: int,          # samples in the batch
