@@ -95,8 +95,8 @@ def test_max_memory_gb_build(lm, tmp_path):
     assert max(graph_distance(t, g, kinds=NO_V).values()) < 1e-10
 
 
-def _generic_vjp(F, x):
-    "The generic path: vmap of torch.func.vjp, ignoring any exact `pullback` the section carries."
+def _generic_vjp(F, x, **kw):
+    "The generic path: vmap of torch.func.vjp, ignoring any exact `pullback` the section carries and its options (as `batched_vjp` does)."
     from torch.func import vjp, vmap
     out, fn = vjp(F, x)
     return out, lambda cot: vmap(fn)(cot)[0]
