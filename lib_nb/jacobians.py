@@ -401,7 +401,8 @@ def _forward_saving(m, mid: str, parts: tuple,
         if m.window is not None: keep = keep & (ki > qi - m.window)
         A = torch.where(keep, scores, torch.tensor(float('-inf'), dtype=scores.dtype, device=q.device)).softmax(-1)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)       # [B, H, P, e]
-        s = _Saved(A=A, q=q, k=k, v=v, qs=q / m.scale, ks=k / m.scale)
+        v = v.contiguous()                                                    # [B, H, P, e] per head: every product's batch is one stride
+        s = _Saved(A=A, q=q, k=k, v=v, qs=(q / m.scale).contiguous(), ks=(k / m.scale).contiguous())
         G_bytes = A.shape[0] * H * P * v.shape[-1] * k.shape[-1] * v.element_size()
         s.z, s.G = _attn_query_factors(A, v, s.ks) if pull and G_bytes <= g_bytes else (None, None)
         return m(*parts), s
@@ -460,7 +461,9 @@ def _mlp_fused(tape: list, max_bytes: int) -> tuple[list, int]:
 
 ATTN_CAUSAL_BLOCK = 32   # query positions per block of the attention pull-back: each block reads only the keys before its end
 # (measured, one thread, the n100 shape: 4 blocks of 32 took the attention pull-back from 11.3–12.1 to 9.7–10.0 ms per
-# chunk in the last section, and 16.2–16.5 to 9.7–13.1 ms in ln1.1 → ln2.1; at 32 tokens, 2 or 4 blocks were slower)
+# chunk in the last section, and 16.2–16.5 to 9.7–13.1 ms in ln1.1 → ln2.1; at 32 tokens, 2 or 4 blocks were slower.
+# GPT-2-small's shape, 20 samples x 1 source: 348 → 276 ms, once q̄ = z̄G is taken for all t at once: a block's slice of G
+# does not flatten into one batch of matrices, and matmul copied it, 1 GB, per block)
 
 def _pull_back(m, mid: str, parts: tuple, s: _Saved | None, cots: tuple) -> tuple:
     "Cotangents of a module's input parts from those of its output parts, each `[n, batch, pos, width]` (n cotangents at once)."
@@ -506,7 +509,8 @@ def _pull_back(m, mid: str, parts: tuple, s: _Saved | None, cots: tuple) -> tupl
         P, e, dv = A.shape[-1], s.q.shape[-1], s.v.shape[-1]
         gz = (gy.reshape(-1, gy.shape[-1]) @ m.W_O.flatten(0, 1).T).view(n, B, T, H, dv)
         gz = gz.permute(1, 3, 2, 0, 4).contiguous()                           # z̄ [B, H, T, n, dv]
-        q_, k_, gvv = gz.new_empty(B, H, T, n, e), gz.new_empty(B, H, e, n, P), gz.new_empty(B, H, P, n * dv)
+        k_, gvv = gz.new_empty(B, H, e, n, P), gz.new_empty(B, H, P, n * dv)
+        q_ = gz @ s.G if s.G is not None else gz.new_empty(B, H, T, n, e)    # q̄[t] = Σ_s S̄[t, s] k[s] = z̄[t] G[t], all t at once
         tb = ATTN_CAUSAL_BLOCK if T == P else T
         for t0 in reversed(range(0, T, tb)):                                  # causal: queries t0 … t1−1 read keys s < t1
             t1 = min(T, t0 + tb)
@@ -516,7 +520,6 @@ def _pull_back(m, mid: str, parts: tuple, s: _Saved | None, cots: tuple) -> tupl
             gS = (g.reshape(B, H, b * n, dv) @ s.v[:, :, :s1].mT).view(B, H, b, n, s1)   # Ā = z̄ vᵀ
             if s.G is not None:                                               # softmax: S̄ = A ⊙ (Ā − z̄·z), as Σ_s A[t,s] v_s = z_t
                 gS.sub_((g * s.z[:, :, t0:t1, None]).sum(-1, keepdim=True)).mul_(Ab[:, :, :, None])
-                q_[:, :, t0:t1] = g @ s.G[:, :, t0:t1]                        # q̄[t] = Σ_s S̄[t, s] k[s] = z̄[t] G[t]
             else:                                                             # G too large: the row sums and q̄ = S̄ k
                 A1 = Ab[:, :, :, None]
                 gS.mul_(A1).addcmul_(A1, gS.sum(-1, keepdim=True), value=-1)
