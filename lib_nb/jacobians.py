@@ -402,7 +402,7 @@ def _forward_saving(m, mid: str, parts: tuple,
         A = torch.where(keep, scores, torch.tensor(float('-inf'), dtype=scores.dtype, device=q.device)).softmax(-1)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)       # [B, H, P, e]
         v = v.contiguous()                                                    # [B, H, P, e] per head: every product's batch is one stride
-        s = _Saved(A=A, q=q, k=k, v=v, qs=(q / m.scale).contiguous(), ks=(k / m.scale).contiguous())
+        s = _Saved(A=A, v=v, qs=(q / m.scale).contiguous(), ks=(k / m.scale).contiguous())
         G_bytes = A.shape[0] * H * P * v.shape[-1] * k.shape[-1] * v.element_size()
         s.z, s.G = _attn_query_factors(A, v, s.ks) if pull and G_bytes <= g_bytes else (None, None)
         return m(*parts), s
@@ -465,6 +465,10 @@ ATTN_CAUSAL_BLOCK = 32   # query positions per block of the attention pull-back:
 # GPT-2-small's shape, 20 samples x 1 source: 348 → 276 ms, once q̄ = z̄G is taken for all t at once: a block's slice of G
 # does not flatten into one batch of matrices, and matmul copied it, 1 GB, per block)
 
+def _causal_blocks(P: int) -> list[tuple[int, int]]:
+    "Blocks `(t0, t1)` of `ATTN_CAUSAL_BLOCK` query positions out of `P`: the queries `t0 … t1−1` read only the keys `s < t1`."
+    return [(t0, min(P, t0 + ATTN_CAUSAL_BLOCK)) for t0 in range(0, P, ATTN_CAUSAL_BLOCK)]
+
 def _pull_back(m, mid: str, parts: tuple, s: _Saved | None, cots: tuple) -> tuple:
     "Cotangents of a module's input parts from those of its output parts, each `[n, batch, pos, width]` (n cotangents at once)."
     if isinstance(m, Add):
@@ -506,27 +510,25 @@ def _pull_back(m, mid: str, parts: tuple, s: _Saved | None, cots: tuple) -> tupl
         gy, gr = cots
         n, B, T, _ = gy.shape
         H, A = m.n_heads, s.A                                                 # [B, H, T, P]
-        P, e, dv = A.shape[-1], s.q.shape[-1], s.v.shape[-1]
+        P, e, dv = A.shape[-1], s.qs.shape[-1], s.v.shape[-1]
         gz = (gy.reshape(-1, gy.shape[-1]) @ m.W_O.flatten(0, 1).T).view(n, B, T, H, dv)
         gz = gz.permute(1, 3, 2, 0, 4).contiguous()                           # z̄ [B, H, T, n, dv]
         k_, gvv = gz.new_empty(B, H, e, n, P), gz.new_empty(B, H, P, n * dv)
         q_ = gz @ s.G if s.G is not None else gz.new_empty(B, H, T, n, e)    # q̄[t] = Σ_s S̄[t, s] k[s] = z̄[t] G[t], all t at once
-        tb = ATTN_CAUSAL_BLOCK if T == P else T
-        for t0 in reversed(range(0, T, tb)):                                  # causal: queries t0 … t1−1 read keys s < t1
-            t1 = min(T, t0 + tb)
-            b, s1 = t1 - t0, (t1 if T == P else P)
-            g, Ab = gz[:, :, t0:t1], A[:, :, t0:t1, :s1]
+        for t0, t1 in reversed(_causal_blocks(P)):                            # the last block reaches every key: it comes first
+            b = t1 - t0                                                       # queries t0 … t1−1, keys s < t1
+            g, Ab = gz[:, :, t0:t1], A[:, :, t0:t1, :t1]
             vv = Ab.mT @ g.reshape(B, H, b, n * dv)                          # v̄[s] = Σ_t A[t, s] z̄[t]
-            gS = (g.reshape(B, H, b * n, dv) @ s.v[:, :, :s1].mT).view(B, H, b, n, s1)   # Ā = z̄ vᵀ
+            gS = (g.reshape(B, H, b * n, dv) @ s.v[:, :, :t1].mT).view(B, H, b, n, t1)   # Ā = z̄ vᵀ
             if s.G is not None:                                               # softmax: S̄ = A ⊙ (Ā − z̄·z), as Σ_s A[t,s] v_s = z_t
                 gS.sub_((g * s.z[:, :, t0:t1, None]).sum(-1, keepdim=True)).mul_(Ab[:, :, :, None])
             else:                                                             # G too large: the row sums and q̄ = S̄ k
                 A1 = Ab[:, :, :, None]
                 gS.mul_(A1).addcmul_(A1, gS.sum(-1, keepdim=True), value=-1)
-                q_[:, :, t0:t1] = (gS.view(B, H, b * n, s1) @ s.ks[:, :, :s1]).view(B, H, b, n, e)
-            kk = (s.qs[:, :, t0:t1].mT @ gS.view(B, H, b, n * s1)).view(B, H, e, n, s1)   # k̄[s] = Σ_t S̄[t, s] q[t]
-            if s1 == P: gvv.copy_(vv); k_.copy_(kk)                           # the last block reaches every key: it comes first
-            else: gvv[:, :, :s1] += vv; k_[..., :s1] += kk
+                q_[:, :, t0:t1] = (gS.view(B, H, b * n, t1) @ s.ks[:, :, :t1]).view(B, H, b, n, e)
+            kk = (s.qs[:, :, t0:t1].mT @ gS.view(B, H, b, n * t1)).view(B, H, e, n, t1)   # k̄[s] = Σ_t S̄[t, s] q[t]
+            if t1 == P: gvv.copy_(vv); k_.copy_(kk)
+            else: gvv[:, :, :t1] += vv; k_[..., :t1] += kk
         parts = [q_.permute(3, 0, 2, 1, 4), k_.permute(3, 0, 4, 1, 2), gvv.view(B, H, P, n, dv).permute(3, 0, 2, 1, 4)]
         buf = gy.new_empty(n, B, P, H * (2 * e + dv))                         # q̄ k̄ v̄ side by side: AttnIn's one GEMM
         buf._lib_own = True                                                   # ours: AttnIn may rotate it in place
@@ -582,17 +584,16 @@ def _push_forward(m, mid: str, parts: tuple, s: _Saved | None, tans: tuple) -> t
         heads = lambda t: t.unflatten(-1, (H, -1)).permute(1, 3, 2, 0, 4).contiguous()   # -> [B, H, pos, n, e]
         tq, tk, tv = heads(tq), heads(tk), heads(tv)
         e, dv = tq.shape[-1], tv.shape[-1]
-        tz, tb = tq.new_empty(B, H, T, n, dv), (ATTN_CAUSAL_BLOCK if T == P else T)
-        for t0 in range(0, T, tb):                                            # causal: queries t0 … t1−1 read keys s < t1
-            t1 = min(T, t0 + tb)
-            b, s1 = t1 - t0, (t1 if T == P else P)
-            tS = (tq[:, :, t0:t1].reshape(B, H, b * n, e) @ s.ks[:, :, :s1].mT).view(B, H, b, n, s1)   # q̇ kᵀ
-            tS += (s.qs[:, :, t0:t1] @ tk[:, :, :s1].reshape(B, H, s1 * n, e).mT).view(B, H, b, s1, n).transpose(-1, -2)  # q k̇ᵀ
-            A1 = A[:, :, t0:t1, None, :s1]
+        tz = tq.new_empty(B, H, T, n, dv)
+        for t0, t1 in _causal_blocks(P):
+            b = t1 - t0                                                       # queries t0 … t1−1, keys s < t1
+            tS = (tq[:, :, t0:t1].reshape(B, H, b * n, e) @ s.ks[:, :, :t1].mT).view(B, H, b, n, t1)   # q̇ kᵀ
+            tS += (s.qs[:, :, t0:t1] @ tk[:, :, :t1].reshape(B, H, t1 * n, e).mT).view(B, H, b, t1, n).transpose(-1, -2)  # q k̇ᵀ
+            A1 = A[:, :, t0:t1, None, :t1]
             tS.mul_(A1)                                                       # softmax: A ⊙ (Ṡ − Σ_s A Ṡ)
             tS.addcmul_(A1, tS.sum(-1, keepdim=True), value=-1)
-            torch.matmul(tS.view(B, H, b * n, s1), s.v[:, :, :s1], out=tz[:, :, t0:t1].view(B, H, b * n, dv))   # Ȧ v
-            tz[:, :, t0:t1] += (A[:, :, t0:t1, :s1] @ tv[:, :, :s1].reshape(B, H, s1, n * dv)).view(B, H, b, n, dv)   # A v̇
+            torch.matmul(tS.view(B, H, b * n, t1), s.v[:, :, :t1], out=tz[:, :, t0:t1].view(B, H, b * n, dv))   # Ȧ v
+            tz[:, :, t0:t1] += (A[:, :, t0:t1, :t1] @ tv[:, :, :t1].reshape(B, H, t1, n * dv)).view(B, H, b, n, dv)   # A v̇
         ty = tz.permute(3, 0, 2, 1, 4).reshape(n * B * T, H * dv) @ m.W_O.flatten(0, 1)
         return (ty.view(n, B, T, -1), tr)
     if isinstance(m, Linear):
