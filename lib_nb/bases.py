@@ -22,9 +22,9 @@ __all__ = ['INTEGRATION_RULES', 'BASIS_FORMULAS', 'MLP_FUSE_SOURCES', 'SOURCES_P
            'as_batches', 'check_acts', 'gram_sum', 'MeanAccumulator', 'gram_shift', 'GramAccumulator', 'dataset_mean',
            'dataset_gram', 'eig_desc', 'eig_masked', 'move_constant_first', 'centering_matrix', 'PCABasis', 'pca_basis',
            'plain_acts', 'n_sources', 'rademacher', 'source_cotangents', 'pullback_bytes', 'chunk_size', 'mlp_fusion',
-           'sample_block', 'jacobian_M_dash_batch', 'row_cotangents', 'basis_mode', 'integrated_M_dash_batch',
-           'is_ln_var_layer', 'check_basis_formula', 'M_dash', 'InteractionRotation', 'interaction_rotation',
-           'svd_rotation', 'neuron_rotation', 'absent_rotation', 'layer_basis']
+           'block_pullback_options', 'sample_block', 'jacobian_M_dash_batch', 'row_cotangents', 'basis_mode',
+           'integrated_M_dash_batch', 'is_ln_var_layer', 'check_basis_formula', 'M_dash', 'InteractionRotation',
+           'interaction_rotation', 'svd_rotation', 'neuron_rotation', 'absent_rotation', 'layer_basis']
 
 # %% ../nbs/04_bases.ipynb #b51d0f3a
 INTEGRATION_RULES = ('gradient', 'trapezoidal', 'gauss-legendre')
@@ -293,6 +293,14 @@ SOURCES_PER_CHUNK = 16   # cotangents a reverse chunk should hold; below it the 
 # 1 sample x 15 sources, and 7-8 sources per chunk were slower: see benchmarks/RESULTS.md, 2026-12-07 evening)
 SOURCES_MIN = 4          # below this many sources per one-sample chunk (GPT-2-small: one) blocks would only shrink the GEMMs
 
+def block_pullback_options(B: int,          # samples in the batch
+                           b: int,          # samples per block (`sample_block`)
+                           fuse_mlps: bool  # take the MLPs as per-token matrices (`mlp_fusion`)
+                          ) -> dict:
+    "`section_pullback`'s options for one block of samples: the blocks share `ATTN_G_BYTES` of attention `G`s and, when fused, `MLP_FUSE_BYTES` of MLP matrices."
+    nblk = -(-B // b)
+    return dict(attn_g=ATTN_G_BYTES // nblk) | (dict(fuse_mlps=MLP_FUSE_BYTES // nblk) if fuse_mlps else {})
+
 def sample_block(B: int,          # samples in the batch
                  n_dirs: int,     # sources to pull back
                  per: int,        # bytes of one sample's pull-back of one cotangent (`pullback_bytes(1, …)`)
@@ -337,9 +345,7 @@ def jacobian_M_dash_batch(F: Callable,                    # section F_l: [batch,
         lo, hi = dir_range or (0, n_sources(T, I, n_sources_pos, n_sources_hidden))
         per = pullback_bytes(1, P, d, T, I, len(alphas), el)   # one sample, one cotangent
         b = sample_block(B, hi - lo, per, chunk_budget(mem_budget, w, acts.device))
-        fuse = dict(attn_g=ATTN_G_BYTES // -(-B // b))                  # the blocks share the attention Gs' bytes
-        if mlp_fusion(hi - lo, b * per, cap, mem_budget, w, acts.device):   # and the MLP matrices'
-            fuse['fuse_mlps'] = MLP_FUSE_BYTES // -(-B // b)
+        fuse = block_pullback_options(B, b, mlp_fusion(hi - lo, b * per, cap, mem_budget, w, acts.device))
     blocks, fns = [(x0, min(B, x0 + b)) for x0 in range(0, B, b)], []
     for x0, x1 in blocks:                                       # exact batched pull-backs, or vmap of vjp, per block
         fb = []

@@ -13,8 +13,8 @@ from torch.func import jvp, vjp, vmap
 from torch.utils.flop_counter import FlopCounterMode
 
 from .core import LibConfigError, seeded_generator
-from .jacobians import section_chain, batched_vjp, batched_jvp, lib_coordinates, MLP_FUSE_BYTES, MLP_FUSE_MIN, ATTN_G_BYTES
-from .bases import basis_mode, mlp_fusion, pullback_bytes, sample_block
+from .jacobians import section_chain, batched_vjp, batched_jvp, lib_coordinates, MLP_FUSE_MIN
+from .bases import basis_mode, mlp_fusion, pullback_bytes, sample_block, block_pullback_options
 from .dist import chunk_budget, chunk_workers
 from .edges import edge_mode, mlp_factor_edges, squared_edges_batch
 
@@ -144,7 +144,7 @@ def jacobian_flops(model,                  # the folded SectionedModel of the bu
             per_batch = fwd + probe + I * pull + 2 * B * P * (I * I * d + I * d * d) + (2 * n_src * B * P * I * I if Rh else 0)
         elif bmode == 'reverse' and sec.causal and mlp_fusion(n_src, blk * per1, None, 2**28, w, f.device):   # MLP matrices
             nblk = -(-B // blk)                                                                # per block of samples
-            fwd, (_, fnf) = counted(batched_vjp, Fh, f[:blk], fuse_mlps=MLP_FUSE_BYTES // nblk, attn_g=ATTN_G_BYTES // nblk)   # its forward pass, matrices, Gs
+            fwd, (_, fnf) = counted(batched_vjp, Fh, f[:blk], **block_pullback_options(B, blk, True))   # its forward pass, matrices, Gs
             cot = torch.zeros(MLP_FUSE_MIN, blk, T, I, dtype=y.dtype, device=y.device); cot[:, :, 0, 0] = 1
             per_batch = (fwd + n_src * count_flops(fnf, cot) / MLP_FUSE_MIN) * B / blk + probe + n_src * 2 * B * P * d * d
         else:                                                                                  # pull-backs + gᵀg

@@ -513,7 +513,7 @@ def _pull_back(m, mid: str, parts: tuple, s: _Saved | None, cots: tuple) -> tupl
         P, e, dv = A.shape[-1], s.qs.shape[-1], s.v.shape[-1]
         gz = (gy.reshape(-1, gy.shape[-1]) @ m.W_O.flatten(0, 1).T).view(n, B, T, H, dv)
         gz = gz.permute(1, 3, 2, 0, 4).contiguous()                           # z̄ [B, H, T, n, dv]
-        k_, gvv = gz.new_empty(B, H, e, n, P), gz.new_empty(B, H, P, n * dv)
+        k_ = gvv = None
         q_ = gz @ s.G if s.G is not None else gz.new_empty(B, H, T, n, e)    # q̄[t] = Σ_s S̄[t, s] k[s] = z̄[t] G[t], all t at once
         for t0, t1 in reversed(_causal_blocks(P)):                            # the last block reaches every key: it comes first
             b = t1 - t0                                                       # queries t0 … t1−1, keys s < t1
@@ -527,7 +527,7 @@ def _pull_back(m, mid: str, parts: tuple, s: _Saved | None, cots: tuple) -> tupl
                 gS.mul_(A1).addcmul_(A1, gS.sum(-1, keepdim=True), value=-1)
                 q_[:, :, t0:t1] = (gS.view(B, H, b * n, t1) @ s.ks[:, :, :t1]).view(B, H, b, n, e)
             kk = (s.qs[:, :, t0:t1].mT @ gS.view(B, H, b, n * t1)).view(B, H, e, n, t1)   # k̄[s] = Σ_t S̄[t, s] q[t]
-            if t1 == P: gvv.copy_(vv); k_.copy_(kk)
+            if gvv is None: gvv, k_ = vv, kk                                  # the last block: every key, [B, H, P, n·dv], [B, H, e, n, P]
             else: gvv[:, :, :t1] += vv; k_[..., :t1] += kk
         parts = [q_.permute(3, 0, 2, 1, 4), k_.permute(3, 0, 4, 1, 2), gvv.view(B, H, P, n, dv).permute(3, 0, 2, 1, 4)]
         buf = gy.new_empty(n, B, P, H * (2 * e + dv))                         # q̄ k̄ v̄ side by side: AttnIn's one GEMM
